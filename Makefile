@@ -1,0 +1,73 @@
+# sluice - `make` builds build/sluice; `make run` runs the reference job;
+# `make test` runs the whole suite. run and test install what is missing
+# first (Debian packages, as root).
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libnats jansson sqlite3
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
+           -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+# Debian packages that building, running and testing need.
+DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
+        libsqlite3-dev
+
+SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
+TESTSRC  := $(wildcard tests/*.c)
+OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
+MAINOBJ  := $(BUILD)/obj/main.o
+TESTOBJ  := $(TESTSRC:tests/%.c=$(BUILD)/obj/tests/%.o)
+
+all: $(BUILD)/sluice
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -Isrc -MMD -MP -c $< -o $@
+
+$(BUILD)/sluice: $(OBJ) $(MAINOBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(DEPLIBS)
+
+$(BUILD)/sluice-test: $(OBJ) $(TESTOBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(DEPLIBS)
+
+-include $(OBJ:.o=.d) $(MAINOBJ:.o=.d) $(TESTOBJ:.o=.d)
+
+# Installs the Debian packages that are missing; does nothing when all are
+# there, so it needs root (and apt) only on a machine that never saw sluice.
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The reference job: 100,000 generated users through the pipeline into
+# sluice.db, starting over each time (--fresh).
+run: deps
+	$(MAKE) --no-print-directory all
+	$(BUILD)/sluice run --fresh
+
+# Everything, then the same suite under AddressSanitizer + UBSan.
+test: deps
+	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(BUILD)/sluice-test $(T)
+
+# The suite built with -fsanitize=address,undefined, in build-asan/.
+test-asan: deps
+	$(MAKE) --no-print-directory BUILD=build-asan \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  build-asan/sluice build-asan/sluice-test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  SLUICE_BIN=$(abspath build-asan/sluice) build-asan/sluice-test $(T)
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all deps run test test-asan clean
