@@ -1,0 +1,236 @@
+/* bus.c - connecting to NATS and speaking through it. */
+#include "bus.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+
+#define MAX_SUBS 8
+
+struct sl_bus {
+    natsConnection *nc;
+    natsSubscription *subs[MAX_SUBS];
+    int nsubs;
+    atomic_llong reconnects;
+    atomic_bool closing; /* a disconnect is then expected, not news */
+    char subjects[SL_SUBJ_COUNT][256];
+};
+
+sl_status sl_nats_fail(natsStatus s, const char *what)
+{
+    const char *detail = nats_GetLastError(NULL);
+    if (!detail || !detail[0])
+        detail = natsStatus_GetText(s);
+    return sl_fail(SL_ENATS, "%s: %s", what, detail);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    struct sl_bus *bus = closure;
+    (void)nc;
+    if (!atomic_load(&bus->closing))
+        sl_warn("disconnected from NATS", NULL);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    struct sl_bus *bus = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    atomic_fetch_add(&bus->reconnects, 1);
+    sl_info("reconnected to NATS", "url=%s", sl_log_q(url));
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    (void)nc, (void)closure;
+    int64_t dropped = 0;
+    if (sub)
+        natsSubscription_GetDropped(sub, &dropped);
+    sl_warn("NATS asynchronous error", "error=%s dropped=%lld", sl_log_q(natsStatus_GetText(err)),
+            (long long)dropped);
+}
+
+/* Splits "a,b , c" into the servers nats.c wants. */
+static sl_status set_servers(natsOptions *o, const char *urls)
+{
+    char *copy = sl_xstrdup(urls);
+    const char *list[64];
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        char *e = t + strlen(t);
+        while (e > t && e[-1] == ' ')
+            *--e = '\0';
+        if (*t && n < 64)
+            list[n++] = t;
+    }
+    natsStatus s = n ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
+    free(copy);
+    if (s != NATS_OK)
+        return sl_fail(SL_EINVAL, "NATS_URL \"%s\" is not a valid server list", urls);
+    return SL_OK;
+}
+
+sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
+{
+    natsOptions *o = NULL;
+    sl_bus *bus = sl_xcalloc(1, sizeof *bus);
+    sl_status st = SL_OK;
+    natsStatus s;
+
+    for (int i = 0; i < SL_SUBJ_COUNT; i++)
+        sl_proto_subject(bus->subjects[i], sizeof bus->subjects[i], cfg->job, (sl_subject)i);
+
+    if ((s = natsOptions_Create(&o)) != NATS_OK) {
+        st = sl_nats_fail(s, "nats options");
+        goto cleanup;
+    }
+    if ((st = set_servers(o, cfg->nats_url)))
+        goto cleanup;
+    natsOptions_SetName(o, name);
+    /* Without SendAsap every request waits for nats.c's flusher (~1 ms). */
+    natsOptions_SetSendAsap(o, true);
+    natsOptions_SetTimeout(o, cfg->connect_timeout_ms);
+    natsOptions_SetAllowReconnect(o, true);
+    natsOptions_SetMaxReconnect(o, -1);
+    natsOptions_SetReconnectWait(o, 200);
+    natsOptions_SetReconnectBufSize(o, 64 * 1024 * 1024);
+    natsOptions_SetMaxPendingMsgs(o, 65536);
+    natsOptions_SetDisconnectedCB(o, on_disconnected, bus);
+    natsOptions_SetReconnectedCB(o, on_reconnected, bus);
+    natsOptions_SetErrorHandler(o, on_error, bus);
+    if (cfg->nats_user[0] && (s = natsOptions_SetUserInfo(o, cfg->nats_user, cfg->nats_password)) != NATS_OK) {
+        st = sl_nats_fail(s, "NATS user");
+        goto cleanup;
+    }
+    if (cfg->nats_token[0] && (s = natsOptions_SetToken(o, cfg->nats_token)) != NATS_OK) {
+        st = sl_nats_fail(s, "NATS token");
+        goto cleanup;
+    }
+    if (cfg->nats_creds[0] &&
+        (s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL)) != NATS_OK) {
+        st = sl_nats_fail(s, "NATS credentials file");
+        goto cleanup;
+    }
+    if (cfg->nats_ca[0] || cfg->nats_cert[0]) {
+        if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) {
+            st = sl_nats_fail(s, "NATS TLS");
+            goto cleanup;
+        }
+        if (cfg->nats_ca[0] && (s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_ca)) != NATS_OK) {
+            st = sl_nats_fail(s, "NATS CA file");
+            goto cleanup;
+        }
+        if (cfg->nats_cert[0] &&
+            (s = natsOptions_LoadCertificatesChain(o, cfg->nats_cert, cfg->nats_key)) != NATS_OK) {
+            st = sl_nats_fail(s, "NATS client certificate");
+            goto cleanup;
+        }
+    }
+    if ((s = natsConnection_Connect(&bus->nc, o)) != NATS_OK) {
+        const char *detail = nats_GetLastError(NULL);
+        st = sl_fail(SL_ENATS, "cannot connect to NATS at %s: %s", cfg->nats_url,
+                     detail && detail[0] ? detail : natsStatus_GetText(s));
+        goto cleanup;
+    }
+    *out = bus;
+    bus = NULL;
+cleanup:
+    natsOptions_Destroy(o);
+    if (bus)
+        sl_bus_close(bus, 0);
+    return st;
+}
+
+natsConnection *sl_bus_nc(sl_bus *bus)
+{
+    return bus->nc;
+}
+
+const char *sl_bus_subject(const sl_bus *bus, sl_subject s)
+{
+    return bus->subjects[s];
+}
+
+sl_status sl_bus_publish(sl_bus *bus, natsMsg *m)
+{
+    natsStatus s = natsConnection_PublishMsg(bus->nc, m);
+    if (s != NATS_OK)
+        return sl_nats_fail(s, "publish");
+    return SL_OK;
+}
+
+sl_status sl_bus_request(sl_bus *bus, natsMsg *req, int64_t timeout_ms, natsMsg **reply)
+{
+    natsMsg *r = NULL;
+    natsStatus s = natsConnection_RequestMsg(&r, bus->nc, req, timeout_ms);
+    if (s == NATS_TIMEOUT)
+        return sl_fail(SL_ETIMEOUT, "no reply on %s within %lld ms", natsMsg_GetSubject(req),
+                       (long long)timeout_ms);
+    if (s == NATS_NO_RESPONDERS)
+        return sl_fail(SL_ENOTFOUND, "nobody listens on %s", natsMsg_GetSubject(req));
+    if (s != NATS_OK)
+        return sl_nats_fail(s, "request");
+    *reply = r;
+    return SL_OK;
+}
+
+sl_status sl_bus_subscribe(sl_bus *bus, sl_subject subj, const char *queue, natsMsgHandler cb,
+                           void *closure)
+{
+    SL_ASSERT(bus->nsubs < MAX_SUBS);
+    natsSubscription *sub = NULL;
+    natsStatus s = queue ? natsConnection_QueueSubscribe(&sub, bus->nc, bus->subjects[subj], queue, cb, closure)
+                         : natsConnection_Subscribe(&sub, bus->nc, bus->subjects[subj], cb, closure);
+    if (s != NATS_OK)
+        return sl_nats_fail(s, bus->subjects[subj]);
+    /* A saver far behind must not have chunks dropped silently by the
+     * client: allow a deep queue (bytes bounded, see the slow-consumer
+     * handler), and redelivery covers what is dropped anyway. */
+    natsSubscription_SetPendingLimits(sub, 65536, 256 * 1024 * 1024);
+    bus->subs[bus->nsubs++] = sub;
+    return SL_OK;
+}
+
+bool sl_bus_connected(sl_bus *bus)
+{
+    return natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+int64_t sl_bus_reconnects(const sl_bus *bus)
+{
+    return atomic_load(&((sl_bus *)bus)->reconnects);
+}
+
+void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
+{
+    if (!bus)
+        return;
+    atomic_store(&bus->closing, true);
+    /* Draining lets a callback that is mid-message finish (a saver in its
+     * transaction) before anything it uses is freed; without a timeout the
+     * subscriptions are just dropped. */
+    for (int i = 0; i < bus->nsubs; i++) {
+        if (timeout_ms > 0 && natsSubscription_DrainTimeout(bus->subs[i], timeout_ms) == NATS_OK) {
+            if (natsSubscription_WaitForDrainCompletion(bus->subs[i], timeout_ms) != NATS_OK)
+                sl_warn("subscription did not drain in time", "subject=%s",
+                        natsSubscription_GetSubject(bus->subs[i]));
+        } else {
+            natsSubscription_Unsubscribe(bus->subs[i]);
+        }
+    }
+    if (bus->nc && timeout_ms > 0)
+        natsConnection_FlushTimeout(bus->nc, timeout_ms);
+    for (int i = 0; i < bus->nsubs; i++)
+        natsSubscription_Destroy(bus->subs[i]);
+    if (bus->nc) {
+        natsConnection_Close(bus->nc);
+        natsConnection_Destroy(bus->nc);
+    }
+    free(bus);
+}

@@ -1,0 +1,266 @@
+/* config.c - the table of settings and the one parser that fills them. */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+typedef enum { T_STR, T_INT, T_BOOL } opt_type;
+
+typedef struct {
+    const char *flag;  /* without the leading "--" */
+    const char *env;
+    const char *arg;   /* placeholder in --help, NULL for booleans */
+    opt_type type;
+    size_t offset;
+    const char *def;   /* default, as it would be typed */
+    int64_t min, max;  /* range of T_INT */
+    unsigned cmds;     /* sl_command bits that take it */
+    const char *help;
+} opt;
+
+#define ALL (SL_CMD_RUN | SL_CMD_FETCHER | SL_CMD_MAPPER | SL_CMD_SAVER | SL_CMD_STATUS)
+#define RF (SL_CMD_RUN | SL_CMD_FETCHER)
+#define RM (SL_CMD_RUN | SL_CMD_MAPPER)
+#define RS (SL_CMD_RUN | SL_CMD_SAVER)
+#define OFF(f) offsetof(sl_config, f)
+
+static const opt opts[] = {
+    {"nats-url", "NATS_URL", "URLS", T_STR, OFF(nats_url), "nats://127.0.0.1:4222", 0, 0,
+     ALL, "NATS server(s), comma-separated for a cluster (run: a private server is started when unset)"},
+    {"nats-user", "NATS_USER", "USER", T_STR, OFF(nats_user), "", 0, 0, ALL, "NATS user name"},
+    {"nats-password", "NATS_PASSWORD", "PASS", T_STR, OFF(nats_password), "", 0, 0, ALL,
+     "NATS password (prefer the variable: flags show in ps)"},
+    {"nats-token", "NATS_TOKEN", "TOKEN", T_STR, OFF(nats_token), "", 0, 0, ALL, "NATS authorization token"},
+    {"nats-creds", "NATS_CREDS", "FILE", T_STR, OFF(nats_creds), "", 0, 0, ALL,
+     "NATS credentials file (JWT and nkey seed)"},
+    {"nats-ca", "NATS_CA", "FILE", T_STR, OFF(nats_ca), "", 0, 0, ALL, "CA certificates that verify the server (turns TLS on)"},
+    {"nats-cert", "NATS_CERT", "FILE", T_STR, OFF(nats_cert), "", 0, 0, ALL, "TLS client certificate"},
+    {"nats-key", "NATS_KEY", "FILE", T_STR, OFF(nats_key), "", 0, 0, ALL, "TLS client key"},
+    {"connect-timeout-ms", "SLUICE_CONNECT_TIMEOUT_MS", "MS", T_INT, OFF(connect_timeout_ms), "5000", 100,
+     600000, ALL, "give up connecting to NATS after this long"},
+    {"job", "SLUICE_JOB", "NAME", T_STR, OFF(job), "default", 0, 0, ALL,
+     "job name; subjects are sluice.<job>.*"},
+    {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL, "logfmt or json"},
+    {"log-level", "SLUICE_LOG_LEVEL", "LEVEL", T_STR, OFF(log_level), "info", 0, 0, ALL,
+     "debug, info, warn or error"},
+    {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF, "where the objects come from"},
+    {"objects", "SLUICE_OBJECTS", "N", T_INT, OFF(objects), "100000", 1, INT64_C(1000000000000), RF,
+     "number of objects the generator makes"},
+    {"chunk-size", "SLUICE_CHUNK_SIZE", "C", T_INT, OFF(chunk_size), "100", 1, 100000, RF, "objects per chunk"},
+    {"ledger", "SLUICE_LEDGER", "PATH", T_STR, OFF(ledger), "sluice-<job>.ledger", 0, 0, RF,
+     "the fetcher's record of chunk states (SQLite); a restarted fetcher resumes from it"},
+    {"lease-ms", "SLUICE_LEASE_MS", "MS", T_INT, OFF(lease_ms), "10000", 50, 86400000, RF,
+     "a chunk not confirmed or extended within this is sent again"},
+    {"max-attempts", "SLUICE_MAX_ATTEMPTS", "K", T_INT, OFF(max_attempts), "5", 1, 1000, RF,
+     "a chunk that failed this many times is dead-lettered"},
+    {"linger", "SLUICE_LINGER", NULL, T_BOOL, OFF(linger), "false", 0, 0, SL_CMD_FETCHER,
+     "stay up after the job is done, answering done and status (Kubernetes)"},
+    {"fresh", "SLUICE_FRESH", NULL, T_BOOL, OFF(fresh), "false", 0, 0, RF,
+     "forget the ledger and start the job over"},
+    {"transform", "SLUICE_TRANSFORM", "SPEC", T_STR, OFF(transform), "fullname", 0, 0, RM,
+     "what a mapper does to each object: fullname or identity"},
+    {"work-ms", "SLUICE_WORK_MS", "X", T_INT, OFF(work_ms), "0", 0, 86400000, RM,
+     "simulated heavy processing per chunk, in ms"},
+    {"work-jitter-ms", "SLUICE_WORK_JITTER_MS", "J", T_INT, OFF(work_jitter_ms), "0", 0, 86400000, RM,
+     "add a random 0..J ms to --work-ms per chunk"},
+    {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS, "where results are saved"},
+    {"mappers", "SLUICE_MAPPERS", "N", T_INT, OFF(mappers), "4", 1, 1000, SL_CMD_RUN, "mapper processes"},
+    {"savers", "SLUICE_SAVERS", "M", T_INT, OFF(savers), "1", 1, 100, SL_CMD_RUN, "saver processes"},
+    {"nats-server", "SLUICE_NATS_SERVER", "PATH", T_STR, OFF(nats_server), "nats-server", 0, 0, SL_CMD_RUN,
+     "the nats-server binary run starts when NATS_URL is unset"},
+    {"progress-ms", "SLUICE_PROGRESS_MS", "MS", T_INT, OFF(progress_ms), "0", 0, 3600000, SL_CMD_RUN,
+     "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)"},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static const struct {
+    sl_command cmd;
+    const char *name;
+    const char *usage;
+} commands[] = {
+    {SL_CMD_RUN, "run",
+     "Runs a whole job on this machine: a private nats-server (unless NATS_URL\n"
+     "is set), the fetcher, the mappers and the savers as child processes,\n"
+     "restarting any that dies. Exits with the job: 0 done, 3 dead letters,\n"
+     "1 failure, 2 usage, 130 interrupted."},
+    {SL_CMD_FETCHER, "fetcher",
+     "Runs the job's one fetcher: splits the source into chunks, leases each\n"
+     "to a mapper that asks, re-sends what is not confirmed in time and keeps\n"
+     "the ledger. Exits 0 when every chunk is saved, 3 if some are dead."},
+    {SL_CMD_MAPPER, "mapper",
+     "Runs one mapper: asks the fetcher for a chunk whenever it is free,\n"
+     "transforms every object and sends the result to the savers."},
+    {SL_CMD_SAVER, "saver",
+     "Runs one saver: writes each mapped chunk to the sink in one transaction,\n"
+     "then confirms it to the fetcher."},
+    {SL_CMD_STATUS, "status", "Asks the job's fetcher where the job stands and prints it."},
+};
+
+static const char *command_name(sl_command cmd)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].cmd == cmd)
+            return commands[i].name;
+    return "?";
+}
+
+void sl_config_help(sl_command cmd, FILE *out)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].cmd == cmd)
+            fprintf(out, "Usage: sluice %s [flags]\n\n%s\n\nFlags (default, environment variable):\n",
+                    commands[i].name, commands[i].usage);
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        if (!(o->cmds & cmd))
+            continue;
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "");
+        fprintf(out, "  %-26s %s\n  %-26s [%s%s%s] %s\n", left, o->help, "",
+                o->def[0] ? "default " : "no default", o->def, "", o->env);
+    }
+    fprintf(out, "  %-26s %s\n", "-h, --help", "show this help");
+}
+
+static sl_status set_value(sl_config *cfg, const opt *o, const char *value, const char *from)
+{
+    char *field = (char *)cfg + o->offset;
+    switch (o->type) {
+    case T_STR: {
+        char **s = (char **)field;
+        free(*s);
+        *s = sl_xstrdup(value);
+        return SL_OK;
+    }
+    case T_INT: {
+        errno = 0;
+        char *end = NULL;
+        long long v = strtoll(value, &end, 10);
+        if (errno == ERANGE || end == value || *end != '\0' || v < o->min || v > o->max)
+            return sl_fail(SL_EINVAL, "%s: \"%s\" is not an integer in %" PRId64 "..%" PRId64,
+                           from, value, o->min, o->max);
+        *(int64_t *)field = v;
+        return SL_OK;
+    }
+    case T_BOOL: {
+        bool *b = (bool *)field;
+        if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes"))
+            *b = true;
+        else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") || !value[0])
+            *b = false;
+        else
+            return sl_fail(SL_EINVAL, "%s: \"%s\" is not true or false", from, value);
+        return SL_OK;
+    }
+    }
+    return SL_OK;
+}
+
+sl_status sl_config_load(sl_config *cfg, sl_command cmd, int argc, char **argv, bool *help)
+{
+    memset(cfg, 0, sizeof *cfg);
+    *help = false;
+    char from[96];
+    /* Defaults for every field, so no field is ever left NULL. */
+    for (size_t i = 0; i < NOPTS; i++) {
+        snprintf(from, sizeof from, "default of --%s", opts[i].flag);
+        sl_status st = set_value(cfg, &opts[i], opts[i].def, from);
+        SL_ASSERT(st == SL_OK);
+    }
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (!(opts[i].cmds & cmd) || !v)
+            continue;
+        snprintf(from, sizeof from, "%s", opts[i].env);
+        sl_status st = set_value(cfg, &opts[i], v, from);
+        if (st)
+            return st;
+        if (opts[i].offset == OFF(nats_url))
+            cfg->nats_url_given = true;
+    }
+    for (int a = 0; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            *help = true;
+            return SL_OK;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            return sl_fail(SL_EINVAL, "unexpected argument \"%s\" (see sluice %s --help)", arg,
+                           command_name(cmd));
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt *o = NULL;
+        for (size_t i = 0; i < NOPTS; i++)
+            if ((opts[i].cmds & cmd) && strlen(opts[i].flag) == nlen &&
+                !strncmp(opts[i].flag, name, nlen))
+                o = &opts[i];
+        if (!o)
+            return sl_fail(SL_EINVAL, "unknown flag \"--%.*s\" for sluice %s (see --help)", (int)nlen,
+                           name, command_name(cmd));
+        const char *value;
+        if (eq)
+            value = eq + 1;
+        else if (o->type == T_BOOL)
+            value = "true";
+        else if (a + 1 < argc)
+            value = argv[++a];
+        else
+            return sl_fail(SL_EINVAL, "flag --%s needs a value", o->flag);
+        snprintf(from, sizeof from, "--%s", o->flag);
+        sl_status st = set_value(cfg, o, value, from);
+        if (st)
+            return st;
+        if (o->offset == OFF(nats_url))
+            cfg->nats_url_given = true;
+    }
+    if (!cfg->job[0] || strpbrk(cfg->job, " .*>\t\r\n"))
+        return sl_fail(SL_EINVAL, "--job: \"%s\" must be a non-empty NATS subject token "
+                                  "(no spaces, dots, * or >)", cfg->job);
+    if (!strcmp(cfg->ledger, "sluice-<job>.ledger")) {
+        sl_buf b = SL_BUF_INIT;
+        sl_buf_printf(&b, "sluice-%s.ledger", cfg->job);
+        free(cfg->ledger);
+        cfg->ledger = b.data;
+    }
+    return SL_OK;
+}
+
+void sl_config_export(const sl_config *cfg)
+{
+    char num[32];
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *field = (const char *)cfg + opts[i].offset;
+        const char *v = NULL;
+        switch (opts[i].type) {
+        case T_STR: v = *(char *const *)field; break;
+        case T_INT: snprintf(num, sizeof num, "%" PRId64, *(const int64_t *)field); v = num; break;
+        case T_BOOL: v = *(const bool *)field ? "true" : "false"; break;
+        }
+        setenv(opts[i].env, v, 1);
+    }
+}
+
+void sl_config_free(sl_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opts[i].type == T_STR) {
+            char **s = (char **)((char *)cfg + opts[i].offset);
+            free(*s);
+            *s = NULL;
+        }
+}
+
+const char *sl_config_prefix(const sl_config *cfg)
+{
+    static _Thread_local char prefix[160];
+    snprintf(prefix, sizeof prefix, "sluice.%s", cfg->job);
+    return prefix;
+}

@@ -1,0 +1,26 @@
+/* db.h - the SQLite boundary shared by the ledger and the SQLite sink.
+ *
+ * SQLite errors become sl_status here, with SQLite's own message and the
+ * file's path in the text. */
+#ifndef SL_DB_H
+#define SL_DB_H
+
+#include <sqlite3.h>
+
+#include "status.h"
+
+/* Opens (creating) the SQLite file at path in WAL mode with a busy timeout,
+ * so several processes may share it. synchronous is "FULL" or "NORMAL".
+ * On success *out is set; close it with sqlite3_close. */
+sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous);
+
+/* Runs one or more statements without results. */
+sl_status sl_db_exec(sqlite3 *db, const char *sql);
+
+/* Prepares sql into *out. */
+sl_status sl_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out);
+
+/* Turns the connection's last error into SL_EIO "what: <path>: <sqlite text>". */
+sl_status sl_db_fail(sqlite3 *db, const char *what);
+
+#endif

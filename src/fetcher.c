@@ -1,0 +1,418 @@
+/* fetcher.c - the job's one fetcher: leases chunks, keeps the ledger.
+ *
+ * nats.c delivers each subscription on its own thread; every handler takes
+ * the fetcher's lock around the ledger and does its I/O (producing a chunk,
+ * replying) outside it. The main thread ticks: it expires leases, writes the
+ * ledger in batches, and notices when the job is complete. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "bus.h"
+#include "clock.h"
+#include "ledger.h"
+#include "log.h"
+#include "roles.h"
+#include "source.h"
+#include "stop.h"
+
+#define TICK_MS 20
+#define FLUSH_MS 100
+#define WAIT_RETRY_MS 100
+#define DONE_RETRY_MS 1000
+#define MAX_DIED 256
+
+typedef enum {
+    BAD_NO_REPLY,      /* a request without a reply subject */
+    BAD_HEADER,        /* a header missing, malformed or out of range */
+    BAD_UNKNOWN_LEASE, /* a token the fetcher never issued for that chunk */
+    BAD_STALE_LEASE,   /* progress/release for a lease already gone */
+    BAD_COUNT
+} bad_reason;
+
+static const char *bad_names[BAD_COUNT] = {"no_reply", "bad_header", "unknown_lease", "stale_lease"};
+
+typedef struct {
+    const sl_config *cfg;
+    sl_bus *bus;
+    sl_source *src;
+    sl_ledger *ledger;
+    pthread_mutex_t mu;
+    int64_t started_ms;
+    int64_t saved_at_start; /* objects already saved when this process began */
+    int64_t leases_expired, leases_extended, leases_released;
+    int64_t bad[BAD_COUNT];
+    bool complete;
+} fetcher;
+
+static void count_bad(fetcher *f, bad_reason why, natsMsg *m, const char *detail)
+{
+    pthread_mutex_lock(&f->mu);
+    f->bad[why]++;
+    pthread_mutex_unlock(&f->mu);
+    sl_warn("bad message", "subject=%s reason=%s detail=%s", natsMsg_GetSubject(m), bad_names[why],
+            sl_log_q(detail));
+}
+
+/* Reads Sluice-Chunk (inside the job) and Sluice-Lease (token-shaped). */
+static bool chunk_and_token(fetcher *f, natsMsg *m, int64_t *chunk, const char **token)
+{
+    int64_t n = sl_source_chunks(f->src);
+    if (sl_msg_int(m, SL_H_CHUNK, 0, n - 1, chunk) != SL_OK) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        return false;
+    }
+    *token = sl_msg_str(m, SL_H_LEASE);
+    if (!sl_proto_token_ok(*token)) {
+        count_bad(f, BAD_HEADER, m, "header Sluice-Lease is not a lease token");
+        return false;
+    }
+    return true;
+}
+
+static void reply_status(fetcher *f, const char *reply, const char *status, int64_t retry_ms)
+{
+    natsMsg *r = sl_msg_new(reply, NULL, NULL, 0);
+    sl_msg_set(r, SL_H_STATUS, status);
+    sl_msg_set_int(r, SL_H_RETRY_MS, retry_ms);
+    if (sl_bus_publish(f->bus, r) != SL_OK)
+        sl_warn("reply failed", "error=%s", sl_log_q(sl_errmsg()));
+    natsMsg_Destroy(r);
+}
+
+/* Publishes a whole chunk as a dead letter: the savers keep why it died and
+ * its bytes. */
+static void publish_dead_chunk(fetcher *f, int64_t chunk, const char *reason)
+{
+    sl_buf body = SL_BUF_INIT;
+    if (sl_source_chunk(f->src, chunk, &body) != SL_OK)
+        sl_buf_reset(&body);
+    natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DEAD), NULL, body.data, body.len);
+    sl_msg_set_int(m, SL_H_CHUNK, chunk);
+    sl_msg_set_int(m, SL_H_OBJECT, -1);
+    sl_msg_set(m, SL_H_REASON, reason);
+    if (sl_bus_publish(f->bus, m) != SL_OK)
+        sl_warn("dead letter not published", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+    natsMsg_Destroy(m);
+    sl_buf_free(&body);
+    sl_error("chunk dead", "chunk=%" PRId64 " reason=%s", chunk, sl_log_q(reason));
+}
+
+static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    const char *reply = natsMsg_GetReply(m);
+    if (!reply || !reply[0]) {
+        count_bad(f, BAD_NO_REPLY, m, "work request without a reply subject");
+        goto out;
+    }
+    const char *worker = sl_msg_str(m, SL_H_WORKER);
+    if (worker && (strlen(worker) > SL_HDR_MAX || strpbrk(worker, "\"\\")))
+        count_bad(f, BAD_HEADER, m, "header Sluice-Worker is malformed");
+
+    int64_t chunk = 0, attempt = 0;
+    char token[33];
+    pthread_mutex_lock(&f->mu);
+    bool complete = sl_ledger_complete(f->ledger);
+    bool got = !complete && sl_ledger_lease(f->ledger, sl_now_ms(), f->cfg->lease_ms, &chunk, &attempt, token);
+    pthread_mutex_unlock(&f->mu);
+    if (!got) {
+        reply_status(f, reply, complete ? SL_STATUS_DONE : SL_STATUS_WAIT,
+                     complete ? DONE_RETRY_MS : WAIT_RETRY_MS);
+        goto out;
+    }
+
+    sl_buf body = SL_BUF_INIT;
+    sl_status st = sl_source_chunk(f->src, chunk, &body);
+    if (st == SL_OK) {
+        natsMsg *r = sl_msg_new(reply, NULL, body.data, body.len);
+        sl_msg_set(r, SL_H_STATUS, SL_STATUS_CHUNK);
+        sl_msg_set_int(r, SL_H_CHUNK, chunk);
+        sl_msg_set_int(r, SL_H_ATTEMPT, attempt);
+        sl_msg_set(r, SL_H_LEASE, token);
+        sl_msg_set_int(r, SL_H_LEASE_MS, f->cfg->lease_ms);
+        st = sl_bus_publish(f->bus, r);
+        natsMsg_Destroy(r);
+    }
+    sl_buf_free(&body);
+    if (st != SL_OK) {
+        /* The mapper never got it: count a failure, so a chunk that can
+         * never be sent ends dead instead of looping forever. */
+        bool died = false;
+        sl_buf why = SL_BUF_INIT;
+        sl_buf_printf(&why, "could not send the chunk: %s", sl_errmsg());
+        pthread_mutex_lock(&f->mu);
+        sl_ledger_release(f->ledger, chunk, token, why.data, f->cfg->max_attempts, &died);
+        pthread_mutex_unlock(&f->mu);
+        sl_warn("chunk not sent", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(why.data));
+        if (died)
+            publish_dead_chunk(f, chunk, why.data);
+        sl_buf_free(&why);
+        goto out;
+    }
+    sl_debug("leased", "chunk=%" PRId64 " attempt=%" PRId64 " worker=%s", chunk, attempt,
+             sl_log_q(worker ? worker : ""));
+out:
+    natsMsg_Destroy(m);
+}
+
+static void on_progress(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    int64_t chunk;
+    const char *token;
+    if (chunk_and_token(f, m, &chunk, &token)) {
+        pthread_mutex_lock(&f->mu);
+        sl_status st = sl_ledger_extend(f->ledger, chunk, token, sl_now_ms(), f->cfg->lease_ms);
+        if (st == SL_OK)
+            f->leases_extended++;
+        pthread_mutex_unlock(&f->mu);
+        if (st != SL_OK)
+            count_bad(f, BAD_STALE_LEASE, m, sl_errmsg());
+    }
+    natsMsg_Destroy(m);
+}
+
+static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    int64_t chunk;
+    const char *token;
+    if (chunk_and_token(f, m, &chunk, &token)) {
+        const char *reason = sl_msg_str(m, SL_H_REASON);
+        bool died = false;
+        pthread_mutex_lock(&f->mu);
+        sl_status st = sl_ledger_release(f->ledger, chunk, token, reason, f->cfg->max_attempts, &died);
+        if (st == SL_OK)
+            f->leases_released++;
+        const char *why = died ? sl_ledger_reason(f->ledger, chunk) : NULL;
+        char *why_copy = why ? sl_xstrdup(why) : NULL;
+        pthread_mutex_unlock(&f->mu);
+        if (st != SL_OK)
+            count_bad(f, BAD_STALE_LEASE, m, sl_errmsg());
+        else if (reason)
+            sl_warn("chunk failed", "chunk=%" PRId64 " reason=%s", chunk, sl_log_q(reason));
+        else
+            sl_info("chunk handed back", "chunk=%" PRId64, chunk);
+        if (why_copy)
+            publish_dead_chunk(f, chunk, why_copy);
+        free(why_copy);
+    }
+    natsMsg_Destroy(m);
+}
+
+static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    int64_t chunk, count = 0, dead = 0;
+    const char *token;
+    if (!chunk_and_token(f, m, &chunk, &token))
+        goto out;
+    if (sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &count) != SL_OK) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        goto out;
+    }
+    sl_status st = sl_msg_int(m, SL_H_DEAD, 0, INT32_MAX, &dead);
+    if (st != SL_OK && st != SL_ENOTFOUND) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        goto out;
+    }
+    bool first = false;
+    pthread_mutex_lock(&f->mu);
+    st = sl_ledger_saved(f->ledger, chunk, token, count, dead, &first);
+    pthread_mutex_unlock(&f->mu);
+    if (st != SL_OK)
+        count_bad(f, BAD_UNKNOWN_LEASE, m, sl_errmsg());
+    else
+        sl_debug(first ? "chunk done" : "chunk saved again", "chunk=%" PRId64 " count=%" PRId64, chunk, count);
+out:
+    natsMsg_Destroy(m);
+}
+
+/* The job's state as JSON (P.status and P.done). Caller frees. */
+static char *status_json(fetcher *f)
+{
+    sl_ledger_counts c;
+    pthread_mutex_lock(&f->mu);
+    sl_ledger_counts_get(f->ledger, &c);
+    json_t *bad = json_object();
+    for (int i = 0; i < BAD_COUNT; i++)
+        json_object_set_new(bad, bad_names[i], json_integer(f->bad[i]));
+    json_t *dead = json_array();
+    for (int64_t i = 0; i < c.chunks && json_array_size(dead) < 100 && c.dead > 0; i++)
+        if (sl_ledger_state(f->ledger, i) == SL_CHUNK_DEAD) {
+            const char *why = sl_ledger_reason(f->ledger, i);
+            json_array_append_new(dead, json_pack("{sIss}", "chunk", (json_int_t)i, "reason", why ? why : ""));
+        }
+    double elapsed = (double)(sl_now_ms() - f->started_ms) / 1000.0;
+    double rate = elapsed > 0 ? (double)(c.objects_saved - f->saved_at_start) / elapsed : 0;
+    json_t *j = json_pack(
+        "{ss ss sb s{sI sI sI sI sI} s{sI sI sI sI} sI s{sI sI sI sI} so so sf sf sI sI}",
+        "job", f->cfg->job, "source", sl_source_uri(f->src), "complete", sl_ledger_complete(f->ledger),
+        "chunks", "total", (json_int_t)c.chunks, "pending", (json_int_t)c.pending, "leased",
+        (json_int_t)c.leased, "done", (json_int_t)c.done, "dead", (json_int_t)c.dead,
+        "objects", "total", (json_int_t)sl_source_objects(f->src), "saved", (json_int_t)c.objects_saved,
+        "dead", (json_int_t)c.objects_dead, "saved_before", (json_int_t)f->saved_at_start,
+        "redeliveries", (json_int_t)c.redeliveries,
+        "leases", "expired", (json_int_t)f->leases_expired, "extended", (json_int_t)f->leases_extended,
+        "released", (json_int_t)f->leases_released, "lease_ms", (json_int_t)f->cfg->lease_ms,
+        "bad_messages", bad, "dead_chunks", dead, "elapsed_s", elapsed, "objects_per_s", rate,
+        "reconnects", (json_int_t)sl_bus_reconnects(f->bus), "pid", (json_int_t)getpid());
+    pthread_mutex_unlock(&f->mu);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+static void on_status(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    const char *reply = natsMsg_GetReply(m);
+    if (!reply || !reply[0]) {
+        count_bad(f, BAD_NO_REPLY, m, "status request without a reply subject");
+    } else {
+        char *s = status_json(f);
+        natsMsg *r = sl_msg_new(reply, NULL, s, strlen(s));
+        sl_bus_publish(f->bus, r);
+        natsMsg_Destroy(r);
+        free(s);
+    }
+    natsMsg_Destroy(m);
+}
+
+static void log_progress(fetcher *f, const char *msg)
+{
+    sl_ledger_counts c;
+    pthread_mutex_lock(&f->mu);
+    sl_ledger_counts_get(f->ledger, &c);
+    pthread_mutex_unlock(&f->mu);
+    double elapsed = (double)(sl_now_ms() - f->started_ms) / 1000.0;
+    sl_info(msg, "done=%" PRId64 " dead=%" PRId64 " leased=%" PRId64 " pending=%" PRId64
+                 " chunks=%" PRId64 " objects_saved=%" PRId64 " redeliveries=%" PRId64 " elapsed_s=%.3f",
+            c.done, c.dead, c.leased, c.pending, c.chunks, c.objects_saved, c.redeliveries, elapsed);
+}
+
+/* One tick of the main loop: expire, persist, notice completion. */
+static sl_status tick(fetcher *f, int64_t *last_flush)
+{
+    int64_t died[MAX_DIED], ndied = 0;
+    char *reasons[MAX_DIED];
+    sl_status st = SL_OK;
+    int64_t now = sl_now_ms();
+    pthread_mutex_lock(&f->mu);
+    int64_t expired = sl_ledger_expire(f->ledger, now, f->cfg->max_attempts, died, MAX_DIED, &ndied);
+    f->leases_expired += expired;
+    for (int64_t k = 0; k < ndied; k++)
+        reasons[k] = sl_xstrdup(sl_ledger_reason(f->ledger, died[k]));
+    bool complete = sl_ledger_complete(f->ledger);
+    if (sl_ledger_dirty(f->ledger) && (complete || now - *last_flush >= FLUSH_MS)) {
+        st = sl_ledger_flush(f->ledger);
+        *last_flush = now;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (expired)
+        sl_info("leases expired", "count=%" PRId64, expired);
+    for (int64_t k = 0; k < ndied; k++) {
+        publish_dead_chunk(f, died[k], reasons[k]);
+        free(reasons[k]);
+    }
+    if (complete && !f->complete) {
+        f->complete = true;
+        char *s = status_json(f);
+        natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DONE), NULL, s, strlen(s));
+        sl_bus_publish(f->bus, m);
+        natsMsg_Destroy(m);
+        free(s);
+        log_progress(f, "job complete");
+    }
+    return st;
+}
+
+int sl_fetcher_main(const sl_config *cfg)
+{
+    fetcher f = {.cfg = cfg};
+    int rc = 1;
+    sl_status st;
+    sl_buf identity = SL_BUF_INIT;
+    pthread_mutex_init(&f.mu, NULL);
+    sl_stop_install();
+
+    if ((st = sl_source_open(&f.src, cfg->source, cfg->objects, cfg->chunk_size))) {
+        fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
+        rc = 2;
+        goto cleanup;
+    }
+    sl_buf_printf(&identity, "source=%s objects=%" PRId64 " chunk_size=%" PRId64, cfg->source,
+                  cfg->objects, cfg->chunk_size);
+    if ((st = sl_ledger_open(&f.ledger, cfg->ledger, sl_source_chunks(f.src), identity.data, cfg->fresh))) {
+        sl_error("cannot open the ledger", "error=%s", sl_log_q(sl_errmsg()));
+        fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
+        goto cleanup;
+    }
+    sl_ledger_counts c;
+    sl_ledger_counts_get(f.ledger, &c);
+    f.saved_at_start = c.objects_saved;
+    f.started_ms = sl_now_ms();
+    if ((st = sl_bus_open(&f.bus, cfg, "sluice-fetcher"))) {
+        sl_error("cannot connect", "error=%s", sl_log_q(sl_errmsg()));
+        fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
+        goto cleanup;
+    }
+    if ((st = sl_bus_subscribe(f.bus, SL_SUBJ_WORK, NULL, on_work, &f)) ||
+        (st = sl_bus_subscribe(f.bus, SL_SUBJ_PROGRESS, NULL, on_progress, &f)) ||
+        (st = sl_bus_subscribe(f.bus, SL_SUBJ_RELEASE, NULL, on_release, &f)) ||
+        (st = sl_bus_subscribe(f.bus, SL_SUBJ_SAVED, NULL, on_saved, &f)) ||
+        (st = sl_bus_subscribe(f.bus, SL_SUBJ_STATUS, NULL, on_status, &f))) {
+        sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
+        goto cleanup;
+    }
+    natsConnection_Flush(sl_bus_nc(f.bus));
+    sl_info(c.done + c.dead ? "fetcher resuming" : "fetcher started",
+            "job=%s source=%s objects=%" PRId64 " chunks=%" PRId64 " done=%" PRId64 " dead=%" PRId64
+            " ledger=%s lease_ms=%" PRId64 " max_attempts=%" PRId64,
+            cfg->job, cfg->source, cfg->objects, c.chunks, c.done, c.dead, sl_log_q(cfg->ledger),
+            cfg->lease_ms, cfg->max_attempts);
+
+    int64_t last_flush = sl_now_ms(), last_log = sl_now_ms();
+    while (!sl_stop_requested()) {
+        if ((st = tick(&f, &last_flush)) != SL_OK) {
+            /* The ledger's disk failed: keep serving; marks are retried. */
+            sl_error("ledger write failed", "error=%s", sl_log_q(sl_errmsg()));
+        }
+        if (f.complete && !cfg->linger)
+            break;
+        if (sl_now_ms() - last_log >= 10000 && !f.complete) {
+            log_progress(&f, "progress");
+            last_log = sl_now_ms();
+        }
+        sl_stop_sleep(TICK_MS);
+    }
+    if (f.complete) {
+        sl_ledger_counts_get(f.ledger, &c);
+        rc = c.dead ? 3 : 0;
+    } else {
+        log_progress(&f, "fetcher stopped before the job was done");
+        rc = 128 + sl_stop_signal();
+    }
+cleanup:
+    /* Stop the handlers first: they use the ledger and the source. */
+    sl_bus_close(f.bus, 2000);
+    if (f.ledger && (st = sl_ledger_close(f.ledger)) != SL_OK) {
+        sl_error("ledger flush failed", "error=%s", sl_log_q(sl_errmsg()));
+        if (rc == 0 || rc == 3)
+            rc = 1;
+    }
+    sl_source_destroy(f.src);
+    sl_buf_free(&identity);
+    pthread_mutex_destroy(&f.mu);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* proto.h - the wire protocol: subjects, headers, statuses (docs/PROTOCOL.md).
+ *
+ * Every subject is P.<name> where P = "sluice.<job>". Metadata travels in
+ * NATS headers named Sluice-*; bodies are JSON. Header values are parsed
+ * here and only here, with range checks, because they come from the network
+ * and anybody on it may send anything. */
+#ifndef SL_PROTO_H
+#define SL_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "status.h"
+
+typedef enum {
+    SL_SUBJ_WORK,     /* mapper -> fetcher request: give me a chunk */
+    SL_SUBJ_PROGRESS, /* mapper -> fetcher: extend my lease */
+    SL_SUBJ_RELEASE,  /* mapper -> fetcher: take this chunk back */
+    SL_SUBJ_MAPPED,   /* mapper -> savers (queue group): mapped objects */
+    SL_SUBJ_SAVED,    /* saver -> fetcher: chunk committed */
+    SL_SUBJ_DEAD,     /* any -> savers (queue group): dead letters */
+    SL_SUBJ_STATUS,   /* anyone -> fetcher request: job status */
+    SL_SUBJ_DONE,     /* fetcher -> all: the job finished */
+    SL_SUBJ_COUNT
+} sl_subject;
+
+#define SL_SAVER_QUEUE "sluice-savers"
+
+#define SL_H_WORKER "Sluice-Worker"
+#define SL_H_STATUS "Sluice-Status"
+#define SL_H_CHUNK "Sluice-Chunk"
+#define SL_H_ATTEMPT "Sluice-Attempt"
+#define SL_H_LEASE "Sluice-Lease"
+#define SL_H_LEASE_MS "Sluice-Lease-Ms"
+#define SL_H_RETRY_MS "Sluice-Retry-Ms"
+#define SL_H_COUNT "Sluice-Count"
+#define SL_H_DEAD "Sluice-Dead"
+#define SL_H_OBJECT "Sluice-Object"
+#define SL_H_REASON "Sluice-Reason"
+
+/* Values of Sluice-Status in a reply to P.work. */
+#define SL_STATUS_CHUNK "chunk"
+#define SL_STATUS_WAIT "wait"
+#define SL_STATUS_DONE "done"
+
+/* Longest header value sluice accepts; a lease token is 32 hex digits. */
+#define SL_LEASE_LEN 32
+#define SL_HDR_MAX 256
+
+/* Writes "sluice.<job>.<name>" into buf (size >= 256). */
+void sl_proto_subject(char *buf, size_t size, const char *job, sl_subject s);
+
+/* The subject's last token ("work", "mapped", ...). */
+const char *sl_proto_subject_name(sl_subject s);
+
+/* Creates a message with optional body; the caller destroys it with
+ * natsMsg_Destroy. Aborts only on allocation failure. */
+natsMsg *sl_msg_new(const char *subj, const char *reply, const void *data, size_t len);
+void sl_msg_set(natsMsg *m, const char *key, const char *value);
+void sl_msg_set_int(natsMsg *m, const char *key, int64_t value);
+
+/* Reads header key as a decimal integer in [min, max] into *out.
+ * SL_ENOTFOUND when absent, SL_EINVAL (with a message) when malformed. */
+sl_status sl_msg_int(natsMsg *m, const char *key, int64_t min, int64_t max, int64_t *out);
+
+/* The value of header key, or NULL when absent. Owned by the message. */
+const char *sl_msg_str(natsMsg *m, const char *key);
+
+/* True if s is a well-formed lease token (SL_LEASE_LEN lowercase hex). */
+int sl_proto_token_ok(const char *s);
+
+#endif

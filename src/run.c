@@ -1,0 +1,553 @@
+/* run.c - `sluice run`: a whole job on one machine.
+ *
+ * The launcher is a small supervisor, like Kubernetes on one node: it
+ * starts a private nats-server (unless NATS_URL is given), the fetcher,
+ * the savers and the mappers as child processes of this same binary, passes
+ * them its configuration through the environment, forwards their log lines
+ * with a name prefix, restarts whichever dies, and shows progress by asking
+ * the fetcher for P.status. The job ends when the fetcher exits 0 or 3;
+ * then everything else is stopped. A child that keeps failing at start
+ * (bad database path, NATS refusing it) ends the run with its error rather
+ * than a restart loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "bus.h"
+#include "clock.h"
+#include "log.h"
+#include "roles.h"
+#include "stop.h"
+
+#define MAX_CHILDREN 1200
+#define QUICK_EXIT_MS 2000
+#define GIVE_UP_AFTER 3
+#define STOP_GRACE_MS 5000
+
+typedef enum { K_NATS, K_FETCHER, K_SAVER, K_MAPPER } kind;
+
+typedef struct {
+    char name[32];
+    kind kind;
+    pid_t pid;        /* 0 when not running */
+    int fd;           /* its stdout+stderr, -1 when closed */
+    sl_buf partial;   /* an unfinished log line */
+    char last_line[512];
+    int64_t started_ms;
+    int64_t restart_at; /* > 0: start again at this time */
+    int quick_exits;  /* consecutive exits soon after start */
+    int restarts;
+} child;
+
+typedef struct {
+    const sl_config *cfg;
+    child kids[MAX_CHILDREN];
+    int nkids;
+    char tmpdir[64];
+    char url[128];
+    int nats_port, monitor_port;
+    bool tty;
+    bool bar_shown;
+    int64_t started_ms;
+    sl_bus *bus;
+    pthread_mutex_t mu;
+    char *done_json;  /* the fetcher's P.done summary */
+    char *last_status;
+    int64_t objects_at_start; /* saved before this run began */
+    bool have_start;
+    int64_t ended_ms;
+} launcher;
+
+static void clear_bar(launcher *ln)
+{
+    if (ln->tty && ln->bar_shown) {
+        fputs("\r\033[K", stderr);
+        ln->bar_shown = false;
+    }
+}
+
+static void say(launcher *ln, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(launcher *ln, const char *fmt, ...)
+{
+    clear_bar(ln);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sluice run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void forward_line(launcher *ln, child *c, const char *line, size_t len)
+{
+    if (c->kind == K_NATS && !strstr(line, "[ERR]") && !strstr(line, "[FTL]") && !strstr(line, "[WRN]"))
+        return; /* nats-server's start-up chatter is not news */
+    snprintf(c->last_line, sizeof c->last_line, "%.*s", (int)len, line);
+    clear_bar(ln);
+    fprintf(stderr, "%-9s | %.*s\n", c->name, (int)len, line);
+}
+
+/* Reads what a child wrote; forwards whole lines. */
+static void drain_child(launcher *ln, child *c)
+{
+    char buf[8192];
+    for (;;) {
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                if (c->partial.len)
+                    forward_line(ln, c, c->partial.data, c->partial.len);
+                sl_buf_reset(&c->partial);
+                close(c->fd);
+                c->fd = -1;
+            }
+            return;
+        }
+        sl_buf_append(&c->partial, buf, (size_t)n);
+        char *start = c->partial.data, *nl;
+        while ((nl = memchr(start, '\n', c->partial.len - (size_t)(start - c->partial.data)))) {
+            forward_line(ln, c, start, (size_t)(nl - start));
+            start = nl + 1;
+        }
+        size_t rest = c->partial.len - (size_t)(start - c->partial.data);
+        memmove(c->partial.data, start, rest);
+        c->partial.len = rest;
+        c->partial.data[rest] = '\0';
+    }
+}
+
+static sl_status start_child(launcher *ln, child *c)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return sl_fail(SL_EIO, "pipe: %s", strerror(errno));
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return sl_fail(SL_EIO, "cannot find my own binary: %s", strerror(errno));
+    self[n] = '\0';
+    char port[16], mport[16];
+    snprintf(port, sizeof port, "%d", ln->nats_port);
+    snprintf(mport, sizeof mport, "%d", ln->monitor_port);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return sl_fail(SL_EIO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* If the launcher dies, so do its children. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        /* Children stop on the launcher's word, not on the terminal's. */
+        setpgid(0, 0);
+        if (c->kind == K_NATS) {
+            const char *srv = ln->cfg->nats_server;
+            if (ln->nats_port)
+                execlp(srv, srv, "-a", "127.0.0.1", "-p", port, "-m", mport, (char *)NULL);
+            else
+                execlp(srv, srv, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", ln->tmpdir,
+                       (char *)NULL);
+            fprintf(stderr, "cannot run %s: %s\n", srv, strerror(errno));
+            _exit(127);
+        }
+        const char *role = c->kind == K_FETCHER ? "fetcher" : c->kind == K_SAVER ? "saver" : "mapper";
+        execl(self, "sluice", role, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s\n", self, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    if (c->fd >= 0) {
+        drain_child(ln, c);
+        if (c->fd >= 0)
+            close(c->fd);
+    }
+    c->fd = fds[0];
+    c->pid = pid;
+    c->started_ms = sl_now_ms();
+    c->restart_at = 0;
+    if (c->kind != K_NATS || sl_log_enabled(SL_LOG_DEBUG))
+        sl_info("started", "child=%s pid=%d restarts=%d", c->name, (int)pid, c->restarts);
+    return SL_OK;
+}
+
+static child *add_child(launcher *ln, kind k, const char *name)
+{
+    child *c = &ln->kids[ln->nkids++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->kind = k;
+    c->fd = -1;
+    return c;
+}
+
+/* Reads the ports file nats-server writes into tmpdir. */
+static bool read_ports(launcher *ln, pid_t pid)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/nats-server_%d.ports", ln->tmpdir, (int)pid);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j)
+        return false;
+    const char *u = json_string_value(json_array_get(json_object_get(j, "nats"), 0));
+    const char *m = json_string_value(json_array_get(json_object_get(j, "monitoring"), 0));
+    bool ok = false;
+    if (u && m) {
+        const char *up = strrchr(u, ':'), *mp = strrchr(m, ':');
+        ln->nats_port = up ? atoi(up + 1) : 0;
+        ln->monitor_port = mp ? atoi(mp + 1) : 0;
+        snprintf(ln->url, sizeof ln->url, "nats://127.0.0.1:%d", ln->nats_port);
+        ok = ln->nats_port > 0;
+    }
+    json_decref(j);
+    return ok;
+}
+
+static void on_done(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    launcher *ln = closure;
+    pthread_mutex_lock(&ln->mu);
+    free(ln->done_json);
+    ln->done_json = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    pthread_mutex_unlock(&ln->mu);
+    natsMsg_Destroy(m);
+}
+
+static int64_t jint(json_t *j, const char *a, const char *b)
+{
+    json_t *v = json_object_get(j, a);
+    if (b)
+        v = json_object_get(v, b);
+    return (int64_t)json_integer_value(v);
+}
+
+/* Asks the fetcher for its status and draws the progress bar or line. */
+static void show_progress(launcher *ln)
+{
+    natsMsg *req = sl_msg_new(sl_bus_subject(ln->bus, SL_SUBJ_STATUS), NULL, NULL, 0);
+    natsMsg *reply = NULL;
+    sl_status st = sl_bus_request(ln->bus, req, 250, &reply);
+    natsMsg_Destroy(req);
+    if (st != SL_OK)
+        return;
+    json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
+    if (json_is_object(j)) {
+        pthread_mutex_lock(&ln->mu);
+        free(ln->last_status);
+        ln->last_status = strndup(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply));
+        pthread_mutex_unlock(&ln->mu);
+        int64_t total = jint(j, "objects", "total"), saved = jint(j, "objects", "saved");
+        int64_t dead_chunks = jint(j, "chunks", "dead"), redeliv = jint(j, "redeliveries", NULL);
+        if (!ln->have_start) {
+            ln->objects_at_start = jint(j, "objects", "saved_before");
+            ln->have_start = true;
+        }
+        double secs = (double)(sl_now_ms() - ln->started_ms) / 1000.0;
+        double rate = secs > 0 ? (double)(saved - ln->objects_at_start) / secs : 0;
+        double frac = total ? (double)saved / (double)total : 0;
+        char eta[32] = "?";
+        if (rate > 0)
+            snprintf(eta, sizeof eta, "%.0fs", (double)(total - saved) / rate);
+        if (ln->tty) {
+            char bar[31];
+            int fill = (int)(frac * 30);
+            for (int i = 0; i < 30; i++)
+                bar[i] = i < fill ? '#' : '-';
+            bar[30] = '\0';
+            fprintf(stderr, "\r\033[K[%s] %5.1f%% %" PRId64 "/%" PRId64 " objects  %.0f obj/s  ETA %s"
+                            "  redeliveries %" PRId64 "  dead %" PRId64,
+                    bar, frac * 100, saved, total, rate, eta, redeliv, dead_chunks);
+            ln->bar_shown = true;
+        } else {
+            fprintf(stderr, "sluice run: progress %.1f%% %" PRId64 "/%" PRId64 " objects, %.0f objects/s,"
+                            " ETA %s, redeliveries %" PRId64 ", dead chunks %" PRId64 "\n",
+                    frac * 100, saved, total, rate, eta, redeliv, dead_chunks);
+        }
+        fflush(stderr);
+    }
+    json_decref(j);
+    natsMsg_Destroy(reply);
+}
+
+static void print_summary(launcher *ln, int rc)
+{
+    clear_bar(ln);
+    double secs = (double)((ln->ended_ms ? ln->ended_ms : sl_now_ms()) - ln->started_ms) / 1000.0;
+    pthread_mutex_lock(&ln->mu);
+    const char *text = ln->done_json ? ln->done_json : ln->last_status;
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    pthread_mutex_unlock(&ln->mu);
+    if (!j) {
+        printf("sluice run: job %s ended (exit %d) after %.2f s; no summary from the fetcher\n", ln->cfg->job, rc,
+               secs);
+        return;
+    }
+    int64_t saved = jint(j, "objects", "saved"), total = jint(j, "objects", "total");
+    int64_t chunks_done = jint(j, "chunks", "done"), chunks = jint(j, "chunks", "total");
+    int64_t dead_chunks = jint(j, "chunks", "dead"), dead_objects = jint(j, "objects", "dead");
+    int64_t now_saved = saved - (ln->have_start ? ln->objects_at_start : jint(j, "objects", "saved_before"));
+    printf("sluice run: job %s %s\n", ln->cfg->job,
+           rc == 0 ? "complete" : rc == 3 ? "finished with dead letters" : "stopped");
+    printf("  objects saved   %" PRId64 " of %" PRId64 "\n", saved, total);
+    printf("  chunks saved    %" PRId64 " of %" PRId64 "\n", chunks_done, chunks);
+    printf("  redeliveries    %" PRId64 "\n", jint(j, "redeliveries", NULL));
+    printf("  dead letters    %" PRId64 " chunks, %" PRId64 " objects\n", dead_chunks, dead_objects);
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(j, "dead_chunks"), i, d)
+        printf("    chunk %" PRId64 ": %s\n", (int64_t)json_integer_value(json_object_get(d, "chunk")),
+               json_string_value(json_object_get(d, "reason")));
+    printf("  wall time       %.3f s\n", secs);
+    printf("  throughput      %.0f objects/s\n", secs > 0 ? (double)now_saved / secs : 0.0);
+    fflush(stdout);
+    json_decref(j);
+}
+
+static void stop_children(launcher *ln, bool with_nats)
+{
+    for (int i = 0; i < ln->nkids; i++)
+        if (ln->kids[i].pid > 0 && (with_nats || ln->kids[i].kind != K_NATS))
+            kill(ln->kids[i].pid, SIGTERM);
+    int64_t deadline = sl_now_ms() + STOP_GRACE_MS;
+    for (;;) {
+        bool any = false;
+        for (int i = 0; i < ln->nkids; i++) {
+            child *c = &ln->kids[i];
+            if (c->pid <= 0 || (!with_nats && c->kind == K_NATS))
+                continue;
+            if (c->fd >= 0)
+                drain_child(ln, c);
+            if (waitpid(c->pid, NULL, WNOHANG) == c->pid)
+                c->pid = 0;
+            else if (sl_now_ms() > deadline)
+                kill(c->pid, SIGKILL);
+            else
+                any = true;
+        }
+        if (!any)
+            break;
+        usleep(10000);
+    }
+    for (int i = 0; i < ln->nkids; i++) {
+        child *c = &ln->kids[i];
+        if (c->pid > 0 && (with_nats || c->kind != K_NATS)) {
+            waitpid(c->pid, NULL, 0);
+            c->pid = 0;
+        }
+    }
+}
+
+static void remove_tmpdir(launcher *ln)
+{
+    if (!ln->tmpdir[0])
+        return;
+    char path[160];
+    for (int i = 0; i < ln->nkids; i++) {
+        snprintf(path, sizeof path, "%s/nats-server_%d.ports", ln->tmpdir, (int)ln->kids[i].pid);
+        unlink(path);
+    }
+    rmdir(ln->tmpdir);
+}
+
+/* Starts the private nats-server and waits until it answers. */
+static sl_status start_nats(launcher *ln)
+{
+    snprintf(ln->tmpdir, sizeof ln->tmpdir, "/tmp/sluice-run.XXXXXX");
+    if (!mkdtemp(ln->tmpdir))
+        return sl_fail(SL_EIO, "mkdtemp: %s", strerror(errno));
+    child *c = add_child(ln, K_NATS, "nats");
+    sl_status st = start_child(ln, c);
+    if (st)
+        return st;
+    int64_t deadline = sl_now_ms() + 10000;
+    while (!read_ports(ln, c->pid)) {
+        int status;
+        if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+            c->pid = 0;
+            drain_child(ln, c);
+            return sl_fail(SL_EIO, "%s exited at start: %s", ln->cfg->nats_server,
+                           c->last_line[0] ? c->last_line : "no output");
+        }
+        if (sl_now_ms() > deadline)
+            return sl_fail(SL_ETIMEOUT, "%s did not start within 10 s", ln->cfg->nats_server);
+        usleep(10000);
+    }
+    sl_info("nats-server started", "url=%s monitor=http://127.0.0.1:%d pid=%d", ln->url, ln->monitor_port,
+            (int)c->pid);
+    return SL_OK;
+}
+
+static const char *kind_name(kind k)
+{
+    return k == K_NATS ? "nats-server" : k == K_FETCHER ? "fetcher" : k == K_SAVER ? "saver" : "mapper";
+}
+
+/* Handles the exit of child c. Returns -1 to go on, or the run's exit code. */
+static int child_exited(launcher *ln, child *c, int status)
+{
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (c->fd >= 0)
+        drain_child(ln, c);
+    c->pid = 0;
+    if (c->kind == K_FETCHER && (code == 0 || code == 3))
+        return code;
+    if (code == 2) {
+        say(ln, "%s refused its configuration: %s", c->name, c->last_line);
+        return 2;
+    }
+    int64_t lived = sl_now_ms() - c->started_ms;
+    c->quick_exits = lived < QUICK_EXIT_MS ? c->quick_exits + 1 : 0;
+    if (c->quick_exits >= GIVE_UP_AFTER) {
+        say(ln, "%s keeps failing at start (%d times), giving up: %s", c->name, c->quick_exits, c->last_line);
+        return 1;
+    }
+    int64_t backoff = 100;
+    for (int i = 0; i < c->quick_exits; i++)
+        backoff *= 4;
+    c->restarts++;
+    c->restart_at = sl_now_ms() + backoff;
+    sl_warn("child exited; restarting", "child=%s kind=%s code=%d in_ms=%" PRId64, c->name, kind_name(c->kind),
+            code, backoff);
+    return -1;
+}
+
+int sl_run_main(const sl_config *cfg)
+{
+    launcher ln = {.cfg = cfg};
+    int rc = 1;
+    sl_status st;
+    pthread_mutex_init(&ln.mu, NULL);
+    sl_stop_install();
+    ln.tty = isatty(STDERR_FILENO);
+    ln.started_ms = sl_now_ms();
+    int64_t progress_ms = cfg->progress_ms ? cfg->progress_ms : ln.tty ? 200 : 2000;
+
+    if (cfg->fresh) {
+        const char *sfx[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s%s", cfg->ledger, sfx[i]);
+            if (unlink(path) != 0 && errno != ENOENT) {
+                say(&ln, "cannot remove the ledger %s: %s", path, strerror(errno));
+                goto cleanup;
+            }
+        }
+    }
+    if (cfg->nats_url_given) {
+        snprintf(ln.url, sizeof ln.url, "%s", cfg->nats_url);
+    } else if ((st = start_nats(&ln))) {
+        say(&ln, "cannot start NATS: %s", sl_errmsg());
+        goto cleanup;
+    }
+
+    /* The children read the whole configuration from the environment. */
+    sl_config child_cfg = *cfg;
+    child_cfg.nats_url = ln.url;
+    child_cfg.fresh = false;
+    sl_config_export(&child_cfg);
+    setenv("SLUICE_LOG_FORMAT", cfg->log_format, 1);
+
+    if ((st = sl_bus_open(&ln.bus, &child_cfg, "sluice-run"))) {
+        say(&ln, "%s", sl_errmsg());
+        goto cleanup;
+    }
+    if ((st = sl_bus_subscribe(ln.bus, SL_SUBJ_DONE, NULL, on_done, &ln))) {
+        say(&ln, "%s", sl_errmsg());
+        goto cleanup;
+    }
+    natsConnection_Flush(sl_bus_nc(ln.bus));
+
+    char name[32];
+    add_child(&ln, K_FETCHER, "fetcher");
+    for (int64_t i = 1; i <= cfg->savers; i++) {
+        snprintf(name, sizeof name, "saver.%" PRId64, i);
+        add_child(&ln, K_SAVER, name);
+    }
+    for (int64_t i = 1; i <= cfg->mappers; i++) {
+        snprintf(name, sizeof name, "mapper.%" PRId64, i);
+        add_child(&ln, K_MAPPER, name);
+    }
+    for (int i = 0; i < ln.nkids; i++)
+        if (ln.kids[i].pid == 0 && (st = start_child(&ln, &ln.kids[i]))) {
+            say(&ln, "cannot start %s: %s", ln.kids[i].name, sl_errmsg());
+            goto cleanup;
+        }
+    say(&ln, "job %s: %" PRId64 " objects in chunks of %" PRId64 ", %" PRId64 " mappers, %" PRId64
+             " savers, NATS %s", cfg->job, cfg->objects, cfg->chunk_size, cfg->mappers, cfg->savers, ln.url);
+
+    int64_t next_progress = sl_now_ms() + progress_ms;
+    rc = -1;
+    while (rc < 0) {
+        if (sl_stop_requested()) {
+            say(&ln, "interrupted; stopping");
+            rc = 128 + (sl_stop_signal() ? sl_stop_signal() : SIGINT);
+            break;
+        }
+        struct pollfd pfd[MAX_CHILDREN];
+        int map[MAX_CHILDREN], n = 0;
+        for (int i = 0; i < ln.nkids; i++)
+            if (ln.kids[i].fd >= 0) {
+                pfd[n] = (struct pollfd){.fd = ln.kids[i].fd, .events = POLLIN};
+                map[n++] = i;
+            }
+        int64_t wait = next_progress - sl_now_ms();
+        poll(pfd, (nfds_t)n, wait < 0 ? 0 : wait > 50 ? 50 : (int)wait);
+        for (int k = 0; k < n; k++)
+            if (pfd[k].revents)
+                drain_child(&ln, &ln.kids[map[k]]);
+        for (int i = 0; i < ln.nkids && rc < 0; i++) {
+            child *c = &ln.kids[i];
+            int status;
+            if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == c->pid)
+                rc = child_exited(&ln, c, status);
+            if (rc < 0 && c->pid == 0 && c->restart_at && sl_now_ms() >= c->restart_at &&
+                (st = start_child(&ln, c))) {
+                say(&ln, "cannot restart %s: %s", c->name, sl_errmsg());
+                rc = 1;
+            }
+        }
+        if (rc < 0 && sl_now_ms() >= next_progress) {
+            show_progress(&ln);
+            next_progress = sl_now_ms() + progress_ms;
+        }
+    }
+    ln.ended_ms = sl_now_ms();
+    /* The fetcher publishes P.done just before it exits; let it arrive. */
+    if (rc == 0 || rc == 3)
+        natsConnection_FlushTimeout(sl_bus_nc(ln.bus), 500);
+    stop_children(&ln, false);
+    print_summary(&ln, rc);
+cleanup:
+    if (rc < 0)
+        rc = 1;
+    sl_bus_close(ln.bus, 0);
+    stop_children(&ln, true);
+    remove_tmpdir(&ln);
+    for (int i = 0; i < ln.nkids; i++)
+        sl_buf_free(&ln.kids[i].partial);
+    free(ln.done_json);
+    free(ln.last_status);
+    pthread_mutex_destroy(&ln.mu);
+    return rc;
+}

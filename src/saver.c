@@ -1,0 +1,227 @@
+/* saver.c - writes each mapped chunk in one transaction, then confirms it.
+ *
+ * The order is the guarantee: commit first, then P.saved. A saver killed
+ * between the two leaves a committed chunk unconfirmed; the lease expires,
+ * the chunk is mapped and saved again, and the upsert by id makes that a
+ * no-op. A failed commit confirms nothing. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "bus.h"
+#include "log.h"
+#include "roles.h"
+#include "sink.h"
+#include "stop.h"
+
+#define MAX_REASON 1024
+
+typedef struct {
+    const sl_config *cfg;
+    sl_bus *bus;
+    sl_sink *sink;
+    pthread_mutex_t mu; /* the sink is used by one thread at a time */
+    int64_t chunks, objects, dead, bad_messages, failed_commits;
+} saver;
+
+static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
+{
+    pthread_mutex_lock(&s->mu);
+    s->bad_messages++;
+    pthread_mutex_unlock(&s->mu);
+    sl_warn("bad message", "subject=%s reason=%s detail=%s", natsMsg_GetSubject(m), reason,
+            sl_log_q(detail));
+}
+
+/* The id of a mapped object: a string, or an integer written in decimal. */
+static bool object_id(json_t *obj, const char *field, char *num, size_t numlen, const char **id)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, field) : NULL;
+    if (json_is_string(v) && json_string_length(v) > 0) {
+        *id = json_string_value(v);
+        return true;
+    }
+    if (json_is_integer(v)) {
+        snprintf(num, numlen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        *id = num;
+        return true;
+    }
+    return false;
+}
+
+/* Writes one chunk; returns objects saved, or -1 if nothing was committed. */
+static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
+{
+    sl_status st;
+    size_t i;
+    json_t *obj;
+    int64_t saved = 0;
+    char num[32];
+    sl_buf doc = SL_BUF_INIT;
+    if ((st = sl_sink_begin(s->sink)))
+        goto fail;
+    json_array_foreach(arr, i, obj)
+    {
+        const char *id;
+        if (!object_id(obj, "id", num, sizeof num, &id)) {
+            char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+            st = sl_sink_dead(s->sink, chunk, (int64_t)i, "mapped object has no \"id\" string or integer",
+                              raw, raw ? strlen(raw) : 0);
+            free(raw);
+            if (st)
+                goto fail;
+            (*dead)++;
+            continue;
+        }
+        char *text = json_dumps(obj, JSON_COMPACT);
+        st = sl_sink_put(s->sink, id, text, strlen(text), chunk);
+        free(text);
+        if (st)
+            goto fail;
+        saved++;
+    }
+    if ((st = sl_sink_chunk(s->sink, chunk, saved, attempt)) || (st = sl_sink_commit(s->sink)))
+        goto fail;
+    sl_buf_free(&doc);
+    return saved;
+fail:
+    sl_sink_rollback(s->sink);
+    sl_buf_free(&doc);
+    sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+    return -1;
+}
+
+static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    saver *s = closure;
+    int64_t chunk, attempt, count, dead = 0;
+    const char *token = sl_msg_str(m, SL_H_LEASE);
+    sl_status st;
+    json_t *arr = NULL;
+    if (sl_msg_int(m, SL_H_CHUNK, 0, INT64_MAX, &chunk) || sl_msg_int(m, SL_H_ATTEMPT, 1, INT32_MAX, &attempt) ||
+        sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &count)) {
+        bad(s, m, "bad_header", sl_errmsg());
+        goto out;
+    }
+    st = sl_msg_int(m, SL_H_DEAD, 0, INT32_MAX, &dead);
+    if (st != SL_OK && st != SL_ENOTFOUND) {
+        bad(s, m, "bad_header", sl_errmsg());
+        goto out;
+    }
+    if (!sl_proto_token_ok(token)) {
+        bad(s, m, "bad_header", "header Sluice-Lease is not a lease token");
+        goto out;
+    }
+    json_error_t err;
+    arr = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), JSON_REJECT_DUPLICATES, &err);
+    if (!json_is_array(arr)) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", arr ? "body is not a JSON array" : err.text);
+        bad(s, m, "bad_body", why);
+        goto out;
+    }
+    pthread_mutex_lock(&s->mu);
+    int64_t saved_dead = 0;
+    int64_t saved = save_chunk(s, chunk, attempt, arr, &saved_dead);
+    if (saved >= 0) {
+        s->chunks++;
+        s->objects += saved;
+        s->dead += saved_dead;
+    } else {
+        s->failed_commits++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (saved < 0)
+        goto out;
+    natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, NULL, 0);
+    sl_msg_set_int(c, SL_H_CHUNK, chunk);
+    sl_msg_set(c, SL_H_LEASE, token);
+    sl_msg_set_int(c, SL_H_COUNT, saved);
+    sl_msg_set_int(c, SL_H_DEAD, dead + saved_dead);
+    if (sl_bus_publish(s->bus, c) != SL_OK)
+        sl_warn("confirmation not sent", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+    natsMsg_Destroy(c);
+    sl_debug("chunk saved", "chunk=%" PRId64 " count=%" PRId64, chunk, saved);
+out:
+    json_decref(arr);
+    natsMsg_Destroy(m);
+}
+
+static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    saver *s = closure;
+    int64_t chunk, object = -1;
+    const char *reason = sl_msg_str(m, SL_H_REASON);
+    if (sl_msg_int(m, SL_H_CHUNK, 0, INT64_MAX, &chunk) != SL_OK) {
+        bad(s, m, "bad_header", sl_errmsg());
+        goto out;
+    }
+    sl_status st = sl_msg_int(m, SL_H_OBJECT, -1, INT32_MAX, &object);
+    if (st != SL_OK && st != SL_ENOTFOUND) {
+        bad(s, m, "bad_header", sl_errmsg());
+        goto out;
+    }
+    if (!reason || !reason[0]) {
+        bad(s, m, "bad_header", "header Sluice-Reason missing");
+        goto out;
+    }
+    char why[MAX_REASON + 1];
+    snprintf(why, sizeof why, "%s", reason);
+    pthread_mutex_lock(&s->mu);
+    if ((st = sl_sink_begin(s->sink)) == SL_OK &&
+        (st = sl_sink_dead(s->sink, chunk, object, why, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m))) ==
+            SL_OK)
+        st = sl_sink_commit(s->sink);
+    if (st != SL_OK)
+        sl_sink_rollback(s->sink);
+    pthread_mutex_unlock(&s->mu);
+    if (st != SL_OK)
+        sl_error("dead letter not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+    else
+        sl_info("dead letter saved", "chunk=%" PRId64 " object=%" PRId64 " reason=%s", chunk, object,
+                sl_log_q(why));
+out:
+    natsMsg_Destroy(m);
+}
+
+int sl_saver_main(const sl_config *cfg)
+{
+    saver s = {.cfg = cfg};
+    int rc = 1;
+    pthread_mutex_init(&s.mu, NULL);
+    sl_stop_install();
+    if (sl_sink_open(&s.sink, cfg->sink) != SL_OK) {
+        sl_error("cannot open the sink", "sink=%s error=%s", sl_log_q(cfg->sink), sl_log_q(sl_errmsg()));
+        fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
+        goto cleanup;
+    }
+    if (sl_bus_open(&s.bus, cfg, "sluice-saver") != SL_OK) {
+        sl_error("cannot connect", "error=%s", sl_log_q(sl_errmsg()));
+        fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
+        goto cleanup;
+    }
+    if (sl_bus_subscribe(s.bus, SL_SUBJ_MAPPED, SL_SAVER_QUEUE, on_mapped, &s) != SL_OK ||
+        sl_bus_subscribe(s.bus, SL_SUBJ_DEAD, SL_SAVER_QUEUE, on_dead, &s) != SL_OK) {
+        sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
+        goto cleanup;
+    }
+    natsConnection_Flush(sl_bus_nc(s.bus));
+    sl_info("saver started", "job=%s sink=%s", cfg->job, sl_log_q(cfg->sink));
+    while (!sl_stop_sleep(1000))
+        ;
+    rc = 0;
+cleanup:
+    /* Draining lets a transaction in progress finish and be confirmed. */
+    sl_bus_close(s.bus, 5000);
+    if (rc == 0)
+        sl_info("saver stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64
+                " failed_commits=%" PRId64, s.chunks, s.objects, s.dead, s.bad_messages, s.failed_commits);
+    sl_sink_destroy(s.sink);
+    pthread_mutex_destroy(&s.mu);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* sink.c - choosing a sink by its URI and calling through its operations. */
+#include "sink.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+struct sl_sink {
+    void *impl;
+    const sl_sink_ops *ops;
+};
+
+sl_status sl_sink_open(sl_sink **out, const char *uri)
+{
+    void *impl = NULL;
+    const sl_sink_ops *ops = NULL;
+    sl_status st;
+    if (!strncmp(uri, "sqlite:", 7) && uri[7])
+        st = sl_sink_sqlite_open(uri + 7, &impl, &ops);
+    else
+        return sl_fail(SL_EINVAL, "--sink: unknown sink \"%s\" (known: sqlite:PATH)", uri);
+    if (st)
+        return st;
+    sl_sink *s = sl_xcalloc(1, sizeof *s);
+    s->impl = impl;
+    s->ops = ops;
+    *out = s;
+    return SL_OK;
+}
+
+sl_status sl_sink_begin(sl_sink *s) { return s->ops->begin(s->impl); }
+
+sl_status sl_sink_put(sl_sink *s, const char *id, const char *doc, size_t doclen, int64_t chunk)
+{
+    return s->ops->put(s->impl, id, doc, doclen, chunk);
+}
+
+sl_status sl_sink_dead(sl_sink *s, int64_t chunk, int64_t object, const char *reason,
+                       const void *raw, size_t rawlen)
+{
+    return s->ops->dead(s->impl, chunk, object, reason, raw, rawlen);
+}
+
+sl_status sl_sink_chunk(sl_sink *s, int64_t chunk, int64_t count, int64_t attempt)
+{
+    return s->ops->chunk(s->impl, chunk, count, attempt);
+}
+
+sl_status sl_sink_commit(sl_sink *s) { return s->ops->commit(s->impl); }
+
+void sl_sink_rollback(sl_sink *s) { s->ops->rollback(s->impl); }
+
+void sl_sink_destroy(sl_sink *s)
+{
+    if (!s)
+        return;
+    s->ops->destroy(s->impl);
+    free(s);
+}

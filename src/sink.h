@@ -1,0 +1,52 @@
+/* sink.h - where a saver writes mapped objects.
+ *
+ * One chunk is one transaction: begin, put every object (upsert by id),
+ * record the chunk and any dead letters, commit. Only after commit returns
+ * SL_OK may the saver confirm the chunk. Writing a chunk again leaves the
+ * sink as it was (exactly one row per object id), which is what makes
+ * at-least-once delivery effectively once. A sink is used by one thread. */
+#ifndef SL_SINK_H
+#define SL_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct sl_sink sl_sink;
+
+/* Opens the sink named by uri ("sqlite:PATH"), creating its schema when
+ * missing. An unwritable target fails here, with the path in the message. */
+sl_status sl_sink_open(sl_sink **out, const char *uri);
+
+sl_status sl_sink_begin(sl_sink *s);
+/* Upserts the object with this id; doc is its JSON text. */
+sl_status sl_sink_put(sl_sink *s, const char *id, const char *doc, size_t doclen, int64_t chunk);
+/* Records a dead letter: object index `object` of chunk (-1: the whole
+ * chunk), why, and the raw bytes. Re-recording the same (chunk, object)
+ * replaces it. */
+sl_status sl_sink_dead(sl_sink *s, int64_t chunk, int64_t object, const char *reason,
+                       const void *raw, size_t rawlen);
+/* Records that chunk was saved with `count` objects on `attempt`. */
+sl_status sl_sink_chunk(sl_sink *s, int64_t chunk, int64_t count, int64_t attempt);
+sl_status sl_sink_commit(sl_sink *s);
+void sl_sink_rollback(sl_sink *s);
+
+void sl_sink_destroy(sl_sink *s); /* accepts NULL */
+
+/* The operations a sink implementation provides (sink_sqlite.c, ...). */
+typedef struct {
+    sl_status (*begin)(void *impl);
+    sl_status (*put)(void *impl, const char *id, const char *doc, size_t doclen, int64_t chunk);
+    sl_status (*dead)(void *impl, int64_t chunk, int64_t object, const char *reason,
+                      const void *raw, size_t rawlen);
+    sl_status (*chunk)(void *impl, int64_t chunk, int64_t count, int64_t attempt);
+    sl_status (*commit)(void *impl);
+    void (*rollback)(void *impl);
+    void (*destroy)(void *impl);
+} sl_sink_ops;
+
+/* sink_sqlite.c: opens path; sets *impl and *ops. */
+sl_status sl_sink_sqlite_open(const char *path, void **impl, const sl_sink_ops **ops);
+
+#endif

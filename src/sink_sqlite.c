@@ -1,0 +1,137 @@
+/* sink_sqlite.c - the default sink: a SQLite file (schema in DESIGN.md).
+ *
+ *   objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL, chunk INTEGER NOT NULL)
+ *   chunks(idx INTEGER PRIMARY KEY, count INTEGER, attempt INTEGER, saved_at TEXT)
+ *   dead_letters(chunk INTEGER, object INTEGER, reason TEXT, raw BLOB,
+ *                PRIMARY KEY (chunk, object))
+ *
+ * synchronous=FULL: a chunk is confirmed right after its commit, so a commit
+ * must survive a power loss, or the fetcher would mark done a chunk that is
+ * not on disk. */
+#include <stdlib.h>
+
+#include "buf.h"
+#include "db.h"
+#include "sink.h"
+
+typedef struct {
+    sqlite3 *db;
+    sqlite3_stmt *put, *dead, *chunk;
+    int in_tx;
+} sqlite_sink;
+
+static sl_status step(sqlite_sink *s, sqlite3_stmt *q, const char *what)
+{
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return sl_db_fail(s->db, what);
+    return SL_OK;
+}
+
+static sl_status sq_begin(void *impl)
+{
+    sqlite_sink *s = impl;
+    /* IMMEDIATE takes the write lock now, so a second saver waits here
+     * (busy timeout) instead of failing at commit. */
+    sl_status st = sl_db_exec(s->db, "BEGIN IMMEDIATE");
+    if (!st)
+        s->in_tx = 1;
+    return st;
+}
+
+static sl_status sq_put(void *impl, const char *id, const char *doc, size_t doclen, int64_t chunk)
+{
+    sqlite_sink *s = impl;
+    sqlite3_bind_text(s->put, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->put, 2, doc, (int)doclen, SQLITE_STATIC);
+    sqlite3_bind_int64(s->put, 3, chunk);
+    return step(s, s->put, "save object");
+}
+
+static sl_status sq_dead(void *impl, int64_t chunk, int64_t object, const char *reason, const void *raw,
+                         size_t rawlen)
+{
+    sqlite_sink *s = impl;
+    sqlite3_bind_int64(s->dead, 1, chunk);
+    sqlite3_bind_int64(s->dead, 2, object);
+    sqlite3_bind_text(s->dead, 3, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s->dead, 4, raw, (int)rawlen, SQLITE_STATIC);
+    return step(s, s->dead, "save dead letter");
+}
+
+static sl_status sq_chunk(void *impl, int64_t chunk, int64_t count, int64_t attempt)
+{
+    sqlite_sink *s = impl;
+    sqlite3_bind_int64(s->chunk, 1, chunk);
+    sqlite3_bind_int64(s->chunk, 2, count);
+    sqlite3_bind_int64(s->chunk, 3, attempt);
+    return step(s, s->chunk, "save chunk record");
+}
+
+static sl_status sq_commit(void *impl)
+{
+    sqlite_sink *s = impl;
+    sl_status st = sl_db_exec(s->db, "COMMIT");
+    if (st)
+        return st; /* the caller rolls back */
+    s->in_tx = 0;
+    return SL_OK;
+}
+
+static void sq_rollback(void *impl)
+{
+    sqlite_sink *s = impl;
+    if (s->in_tx)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->in_tx = 0;
+}
+
+static void sq_destroy(void *impl)
+{
+    sqlite_sink *s = impl;
+    if (!s)
+        return;
+    sq_rollback(s);
+    sqlite3_finalize(s->put);
+    sqlite3_finalize(s->dead);
+    sqlite3_finalize(s->chunk);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static const sl_sink_ops sqlite_ops = {
+    sq_begin, sq_put, sq_dead, sq_chunk, sq_commit, sq_rollback, sq_destroy,
+};
+
+sl_status sl_sink_sqlite_open(const char *path, void **impl, const sl_sink_ops **ops)
+{
+    sl_status st;
+    sqlite_sink *s = sl_xcalloc(1, sizeof *s);
+    if ((st = sl_db_open(&s->db, path, "FULL")))
+        goto fail;
+    if ((st = sl_db_exec(s->db,
+                         "CREATE TABLE IF NOT EXISTS objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
+                         " chunk INTEGER NOT NULL);"
+                         "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
+                         " count INTEGER NOT NULL, attempt INTEGER NOT NULL, saved_at TEXT NOT NULL);"
+                         "CREATE TABLE IF NOT EXISTS dead_letters(chunk INTEGER NOT NULL,"
+                         " object INTEGER NOT NULL, reason TEXT NOT NULL, raw BLOB,"
+                         " PRIMARY KEY (chunk, object));")))
+        goto fail;
+    if ((st = sl_db_prepare(s->db, "INSERT INTO objects(id, doc, chunk) VALUES (?1, ?2, ?3)"
+                                   " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc,"
+                                   " chunk = excluded.chunk", &s->put)) ||
+        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO dead_letters(chunk, object, reason, raw)"
+                                   " VALUES (?1, ?2, ?3, ?4)", &s->dead)) ||
+        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO chunks(idx, count, attempt, saved_at)"
+                                   " VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                            &s->chunk)))
+        goto fail;
+    *impl = s;
+    *ops = &sqlite_ops;
+    return SL_OK;
+fail:
+    sq_destroy(s);
+    return st;
+}
