@@ -354,8 +354,9 @@ int sl_fetcher_main(const sl_config *cfg)
     sl_buf_printf(&identity, "source=%s objects=%" PRId64 " chunk_size=%" PRId64, cfg->source,
                   cfg->objects, cfg->chunk_size);
     if ((st = sl_ledger_open(&f.ledger, cfg->ledger, sl_source_chunks(f.src), identity.data, cfg->fresh))) {
-        sl_error("cannot open the ledger", "error=%s", sl_log_q(sl_errmsg()));
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
+        /* Another job's ledger is a conflict no restart resolves. */
+        rc = st == SL_EINVAL ? 2 : 1;
         goto cleanup;
     }
     sl_ledger_counts c;
@@ -363,7 +364,6 @@ int sl_fetcher_main(const sl_config *cfg)
     f.saved_at_start = c.objects_saved;
     f.started_ms = sl_now_ms();
     if ((st = sl_bus_open(&f.bus, cfg, "sluice-fetcher"))) {
-        sl_error("cannot connect", "error=%s", sl_log_q(sl_errmsg()));
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
         goto cleanup;
     }

@@ -25,6 +25,8 @@
 typedef struct {
     const sl_config *cfg;
     sl_bus *bus;
+    natsInbox *inbox;         /* where the fetcher's replies come */
+    natsSubscription *replies;
     sl_transform *tf;
     char worker[128];
     uint64_t rng;
@@ -180,6 +182,38 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
     return true;
 }
 
+/* Asks P.work and waits for the reply in short slices, so a stop request
+ * is noticed at once even while the fetcher is silent. Any reply on the
+ * inbox is a real answer of the fetcher's (a late one to an earlier request
+ * included): a chunk reply is a lease, whoever asked for it. */
+static sl_status ask(mapper *mp, natsMsg **reply)
+{
+    natsMsg *req = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_WORK), (const char *)mp->inbox, NULL, 0);
+    sl_msg_set(req, SL_H_WORKER, mp->worker);
+    sl_status st = sl_bus_publish(mp->bus, req);
+    natsMsg_Destroy(req);
+    if (st)
+        return st;
+    int64_t deadline = sl_now_ms() + REQUEST_TIMEOUT_MS;
+    while (!sl_stop_requested()) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 100);
+        if (s == NATS_OK) {
+            if (natsMsg_IsNoResponders(m)) {
+                natsMsg_Destroy(m);
+                return sl_fail(SL_ENOTFOUND, "nobody listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_WORK));
+            }
+            *reply = m;
+            return SL_OK;
+        }
+        if (s != NATS_TIMEOUT)
+            return sl_nats_fail(s, "waiting for the fetcher");
+        if (sl_now_ms() >= deadline)
+            return sl_fail(SL_ETIMEOUT, "no reply from the fetcher within %d ms", REQUEST_TIMEOUT_MS);
+    }
+    return sl_fail(SL_ETIMEOUT, "stopping");
+}
+
 int sl_mapper_main(const sl_config *cfg)
 {
     mapper mp = {.cfg = cfg};
@@ -195,8 +229,14 @@ int sl_mapper_main(const sl_config *cfg)
         return 2;
     }
     if (sl_bus_open(&mp.bus, cfg, "sluice-mapper") != SL_OK) {
-        sl_error("cannot connect", "error=%s", sl_log_q(sl_errmsg()));
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
+        goto cleanup;
+    }
+    natsStatus ns;
+    if ((ns = natsInbox_Create(&mp.inbox)) != NATS_OK ||
+        (ns = natsConnection_SubscribeSync(&mp.replies, sl_bus_nc(mp.bus), (const char *)mp.inbox)) != NATS_OK) {
+        sl_nats_fail(ns, "reply inbox");
+        sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
         goto cleanup;
     }
     sl_info("mapper started", "job=%s transform=%s worker=%s work_ms=%" PRId64, cfg->job, cfg->transform,
@@ -205,12 +245,11 @@ int sl_mapper_main(const sl_config *cfg)
     int64_t backoff = 50;
     bool said_waiting = false, said_done = false;
     while (!sl_stop_requested()) {
-        natsMsg *req = sl_msg_new(sl_bus_subject(mp.bus, SL_SUBJ_WORK), NULL, NULL, 0);
-        sl_msg_set(req, SL_H_WORKER, mp.worker);
         natsMsg *reply = NULL;
-        sl_status st = sl_bus_request(mp.bus, req, REQUEST_TIMEOUT_MS, &reply);
-        natsMsg_Destroy(req);
+        sl_status st = ask(&mp, &reply);
         if (st != SL_OK) {
+            if (sl_stop_requested())
+                break;
             /* No fetcher yet, or it restarts, or NATS is away: ask again
              * later, backing off up to a second. */
             if (!said_waiting)
@@ -258,7 +297,9 @@ int sl_mapper_main(const sl_config *cfg)
     sl_info("mapper stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64,
             mp.chunks, mp.objects, mp.dead, mp.bad_messages);
 cleanup:
+    natsSubscription_Destroy(mp.replies);
     sl_bus_close(mp.bus, 2000);
+    natsInbox_Destroy(mp.inbox);
     sl_transform_destroy(mp.tf);
     return rc;
 }

@@ -195,13 +195,13 @@ int sl_saver_main(const sl_config *cfg)
     int rc = 1;
     pthread_mutex_init(&s.mu, NULL);
     sl_stop_install();
-    if (sl_sink_open(&s.sink, cfg->sink) != SL_OK) {
-        sl_error("cannot open the sink", "sink=%s error=%s", sl_log_q(cfg->sink), sl_log_q(sl_errmsg()));
+    sl_status st = sl_sink_open(&s.sink, cfg->sink);
+    if (st != SL_OK) {
         fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
+        rc = st == SL_EINVAL ? 2 : 1;
         goto cleanup;
     }
     if (sl_bus_open(&s.bus, cfg, "sluice-saver") != SL_OK) {
-        sl_error("cannot connect", "error=%s", sl_log_q(sl_errmsg()));
         fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
         goto cleanup;
     }

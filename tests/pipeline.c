@@ -1,0 +1,143 @@
+/* pipeline.c - helpers of the pipeline tests. */
+#include "pipeline.h"
+
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "source_gen.h"
+#include "test.h"
+
+natsConnection *tp_connect(const char *url)
+{
+    natsConnection *nc = NULL;
+    natsStatus s = natsConnection_ConnectTo(&nc, url);
+    CHECK_MSG(s == NATS_OK, "test client cannot connect to %s: %s", url, natsStatus_GetText(s));
+    return nc;
+}
+
+void tp_publish(natsConnection *nc, const char *subj, const char *body, ...)
+{
+    natsMsg *m = NULL;
+    CHECK(natsMsg_Create(&m, subj, NULL, body, body ? (int)strlen(body) : 0) == NATS_OK);
+    va_list ap;
+    va_start(ap, body);
+    for (const char *k = va_arg(ap, const char *); k; k = va_arg(ap, const char *)) {
+        const char *v = va_arg(ap, const char *);
+        CHECK(natsMsgHeader_Set(m, k, v) == NATS_OK);
+    }
+    va_end(ap);
+    CHECK(natsConnection_PublishMsg(nc, m) == NATS_OK);
+    CHECK(natsConnection_Flush(nc) == NATS_OK);
+    natsMsg_Destroy(m);
+}
+
+json_t *tp_status(natsConnection *nc)
+{
+    natsMsg *r = NULL;
+    if (natsConnection_RequestString(&r, nc, "sluice.default.status", "", 1000) != NATS_OK)
+        return NULL;
+    json_t *j = json_loadb(natsMsg_GetData(r), (size_t)natsMsg_GetDataLength(r), 0, NULL);
+    natsMsg_Destroy(r);
+    CHECK_MSG(json_is_object(j), "P.status answer is not a JSON object");
+    return j;
+}
+
+int64_t tp_stat(json_t *status, const char *a, const char *b)
+{
+    json_t *v = json_object_get(status, a);
+    if (b)
+        v = json_object_get(v, b);
+    CHECK_MSG(json_is_integer(v), "status has no integer %s%s%s", a, b ? "." : "", b ? b : "");
+    return (int64_t)json_integer_value(v);
+}
+
+void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms)
+{
+    int64_t deadline = th_now_ms() + timeout_ms, have = -1;
+    while (th_now_ms() < deadline) {
+        json_t *j = tp_status(nc);
+        if (j) {
+            have = tp_stat(j, a, b);
+            json_decref(j);
+            if (have >= want)
+                return;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    sl_test_fail(__FILE__, __LINE__, "status %s%s%s stayed at %lld, wanted %lld within %d ms", a, b ? "." : "",
+                 b ? b : "", (long long)have, (long long)want, timeout_ms);
+}
+
+void tp_wait_chunks(natsConnection *nc, const char *field, int64_t want, int timeout_ms)
+{
+    tp_wait_stat(nc, "chunks", field, want, timeout_ms);
+}
+
+char *tp_env_url(const char *url)
+{
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_printf(&b, "NATS_URL=%s", url);
+    return b.data;
+}
+
+static int64_t count_rows(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q = NULL;
+    CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+    CHECK(sqlite3_step(q) == SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return n;
+}
+
+void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64_t dead)
+{
+    sqlite3 *db = NULL;
+    CHECK_MSG(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open %s", path);
+    int64_t chunks = (objects + chunk_size - 1) / chunk_size;
+    CHECK_INT(count_rows(db, "SELECT count(*) FROM objects"), ==, objects);
+    CHECK_INT(count_rows(db, "SELECT count(*) FROM chunks"), ==, chunks);
+    CHECK_INT(count_rows(db, "SELECT count(*) FROM dead_letters"), ==, dead);
+
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_prepare_v2(db, "SELECT doc, chunk FROM objects WHERE id = ?1", -1, &q, NULL) == SQLITE_OK);
+    sl_buf chunk = SL_BUF_INIT;
+    int64_t checked = 0;
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t first = c * chunk_size, len = objects - first < chunk_size ? objects - first : chunk_size;
+        sl_buf_reset(&chunk);
+        sl_gen_users(1, c, first, len, &chunk);
+        json_t *arr = json_loadb(chunk.data, chunk.len, 0, NULL);
+        CHECK(json_is_array(arr) && (int64_t)json_array_size(arr) == len);
+        size_t i;
+        json_t *u;
+        json_array_foreach(arr, i, u)
+        {
+            const char *uuid = json_string_value(json_object_get(u, "uuid"));
+            sl_buf want = SL_BUF_INIT;
+            json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")), " ",
+                                  json_string_value(json_object_get(u, "ln")));
+            char *text = json_dumps(w, JSON_COMPACT);
+            sl_buf_puts(&want, text);
+            free(text);
+            json_decref(w);
+            sqlite3_bind_text(q, 1, uuid, -1, SQLITE_TRANSIENT);
+            CHECK_MSG(sqlite3_step(q) == SQLITE_ROW, "object %s of chunk %lld is missing", uuid, (long long)c);
+            CHECK_STR((const char *)sqlite3_column_text(q, 0), want.data);
+            CHECK_INT(sqlite3_column_int64(q, 1), ==, c);
+            sqlite3_reset(q);
+            sl_buf_free(&want);
+            checked++;
+        }
+        json_decref(arr);
+    }
+    CHECK_INT(checked, ==, objects);
+    sl_buf_free(&chunk);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}

@@ -1,0 +1,39 @@
+/* pipeline.h - what the pipeline tests share: a plain NATS client for the
+ * test itself, and the check of a sink against the generator. */
+#ifndef SL_TEST_PIPELINE_H
+#define SL_TEST_PIPELINE_H
+
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdint.h>
+
+#include "harness.h"
+
+/* A connection of the test's own to url; fails the test if it cannot. */
+natsConnection *tp_connect(const char *url);
+
+/* Publishes subj with header pairs (key, value, ..., NULL) and a body. */
+void tp_publish(natsConnection *nc, const char *subj, const char *body, ...);
+
+/* Requests P.status of job "default" and returns the parsed answer (caller
+ * json_decref's), or NULL when no fetcher answers within 1 s. */
+json_t *tp_status(natsConnection *nc);
+
+/* An integer inside the status: tp_stat(j, "chunks", "done"); b may be NULL. */
+int64_t tp_stat(json_t *status, const char *a, const char *b);
+
+/* Polls P.status until chunks.<field> >= want (timeout_ms). */
+void tp_wait_chunks(natsConnection *nc, const char *field, int64_t want, int timeout_ms);
+
+/* Checks the SQLite sink at path against the generator: exactly `objects`
+ * rows, each the fullname of its user, in the chunk the user belongs to;
+ * one chunk record per chunk; `dead` rows in dead_letters. */
+void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64_t dead);
+
+/* Polls P.status until the integer a.b (b may be NULL) is >= want. */
+void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms);
+
+/* "NATS_URL=<url>", owned by the caller (free). */
+char *tp_env_url(const char *url);
+
+#endif

@@ -1,0 +1,179 @@
+/* test_pipeline.c - the three roles and the launcher against a real
+ * nats-server: dispatch, leases, resume, crashes, exactness of the sink. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "pipeline.h"
+#include "proto.h"
+#include "source_gen.h"
+#include "test.h"
+
+/* "--flag=value" strings for a test's files. */
+static char *flag_path(const char *flag, const char *prefix, const char *name)
+{
+    char *p = th_path(name);
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_printf(&b, "--%s=%s%s", flag, prefix, p);
+    free(p);
+    return b.data;
+}
+
+/* Requests P.work as a mapper would; returns the reply (caller destroys). */
+static natsMsg *ask_work(natsConnection *nc)
+{
+    natsMsg *req = NULL, *reply = NULL;
+    CHECK(natsMsg_Create(&req, "sluice.default.work", NULL, NULL, 0) == NATS_OK);
+    natsMsgHeader_Set(req, SL_H_WORKER, "test");
+    natsStatus s = natsConnection_RequestMsg(&reply, nc, req, 2000);
+    natsMsg_Destroy(req);
+    CHECK_MSG(s == NATS_OK, "P.work request failed: %s", natsStatus_GetText(s));
+    return reply;
+}
+
+static const char *hdr(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    natsMsgHeader_Get(m, key, &v);
+    return v;
+}
+
+SL_TEST(pipeline_run_exact_small_and_odd_sizes, 60)
+{
+    /* 1234 objects in chunks of 100: the last chunk holds 34. */
+    char *sink = flag_path("sink", "sqlite:", "out.db"), *ledger = flag_path("ledger", "", "l.ledger");
+    const char *argv[] = {"sluice", "run", "--objects", "1234", "--chunk-size", "100", "--mappers", "3",
+                          "--savers", "2", sink, ledger, NULL};
+    char *out = NULL;
+    int rc = th_run(argv, NULL, &out, 50000);
+    CHECK_MSG(rc == 0, "sluice run exited %d:\n%s", rc, out);
+    CHECK(strstr(out, "objects saved   1234 of 1234"));
+    CHECK(strstr(out, "chunks saved    13 of 13"));
+    CHECK(strstr(out, "objects/s"));
+    char *db = th_path("out.db");
+    tp_verify_sink(db, 1234, 100, 0);
+    free(db), free(out), free(sink), free(ledger);
+}
+
+SL_TEST(pipeline_reference_job, 120)
+{
+    /* The reference job, 100,000 users in 1000 chunks, every row checked. */
+    char *sink = flag_path("sink", "sqlite:", "ref.db"), *ledger = flag_path("ledger", "", "ref.ledger");
+    const char *argv[] = {"sluice", "run", "--fresh", sink, ledger, NULL};
+    char *out = NULL;
+    int rc = th_run(argv, NULL, &out, 110000);
+    CHECK_MSG(rc == 0, "sluice run exited %d:\n%s", rc, out);
+    CHECK(strstr(out, "objects saved   100000 of 100000"));
+    CHECK(strstr(out, "chunks saved    1000 of 1000"));
+    CHECK(strstr(out, "dead letters    0 chunks, 0 objects"));
+    char *db = th_path("ref.db");
+    tp_verify_sink(db, 100000, 100, 0);
+    free(db), free(out), free(sink), free(ledger);
+}
+
+SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
+{
+    th_nats *ns = th_nats_start(NULL);
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
+    const char *env[] = {env_url, NULL};
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "250", "--chunk-size", "100", "--lease-ms", "400",
+                           "--max-attempts", "2", ledger, NULL};
+    th_proc *f = th_spawn("fetcher", fargv, env);
+    th_proc_wait_log(f, "fetcher started", 10000);
+    natsConnection *nc = tp_connect(th_nats_url(ns));
+
+    /* Three chunks, leased in order, each with its own token; the body is
+     * exactly the generator's chunk. */
+    char tokens[3][40];
+    for (int i = 0; i < 3; i++) {
+        natsMsg *r = ask_work(nc);
+        CHECK_STR(hdr(r, SL_H_STATUS), "chunk");
+        CHECK_INT(atoi(hdr(r, SL_H_CHUNK)), ==, i);
+        CHECK_STR(hdr(r, SL_H_ATTEMPT), "1");
+        CHECK_STR(hdr(r, SL_H_LEASE_MS), "400");
+        CHECK(sl_proto_token_ok(hdr(r, SL_H_LEASE)));
+        snprintf(tokens[i], sizeof tokens[i], "%s", hdr(r, SL_H_LEASE));
+        sl_buf want = SL_BUF_INIT;
+        sl_gen_users(1, i, i * 100, i == 2 ? 50 : 100, &want);
+        CHECK_INT(natsMsg_GetDataLength(r), ==, (int)want.len);
+        CHECK(memcmp(natsMsg_GetData(r), want.data, want.len) == 0);
+        sl_buf_free(&want);
+        natsMsg_Destroy(r);
+    }
+    CHECK(strcmp(tokens[0], tokens[1]) != 0);
+    /* Everything is leased: wait. */
+    natsMsg *r = ask_work(nc);
+    CHECK_STR(hdr(r, SL_H_STATUS), "wait");
+    CHECK(atoi(hdr(r, SL_H_RETRY_MS)) > 0);
+    natsMsg_Destroy(r);
+
+    /* Chunk 0 is kept alive with P.progress past its lease, then saved;
+     * chunks 1 and 2 expire and come back with attempt 2. */
+    int64_t until = th_now_ms() + 700;
+    bool got1 = false;
+    while (th_now_ms() < until || !got1) {
+        tp_publish(nc, "sluice.default.progress", NULL, SL_H_CHUNK, "0", SL_H_LEASE, tokens[0], NULL);
+        r = ask_work(nc);
+        if (!strcmp(hdr(r, SL_H_STATUS), "chunk")) {
+            CHECK_MSG(atoi(hdr(r, SL_H_CHUNK)) != 0, "chunk 0 expired despite P.progress");
+            CHECK_STR(hdr(r, SL_H_ATTEMPT), "2");
+            CHECK(strcmp(hdr(r, SL_H_LEASE), tokens[atoi(hdr(r, SL_H_CHUNK))]) != 0);
+            got1 = true;
+        }
+        natsMsg_Destroy(r);
+        usleep(50000);
+    }
+    json_t *st = tp_status(nc);
+    CHECK(tp_stat(st, "leases", "extended") >= 5);
+    CHECK(tp_stat(st, "redeliveries", NULL) >= 1);
+    CHECK_INT(tp_stat(st, "chunks", "done"), ==, 0);
+    json_decref(st);
+    tp_publish(nc, "sluice.default.saved", NULL, SL_H_CHUNK, "0", SL_H_LEASE, tokens[0], SL_H_COUNT, "100", NULL);
+    tp_wait_chunks(nc, "done", 1, 5000);
+
+    /* Nobody works on 1 and 2: after two failed attempts they are dead,
+     * the job is over, and the fetcher says so with exit 3. */
+    CHECK_INT(th_proc_wait(f, 10000), ==, 3);
+    char *log = th_proc_log(f);
+    CHECK(strstr(log, "msg=\"chunk dead\" chunk=1"));
+    CHECK(strstr(log, "msg=\"chunk dead\" chunk=2"));
+    CHECK(strstr(log, "failed 2 times; last: lease expired"));
+    free(log);
+    natsConnection_Destroy(nc);
+    th_nats_stop(ns);
+    free(env_url), free(ledger);
+}
+
+SL_TEST(fetcher_linger_answers_done_and_status, 30)
+{
+    th_nats *ns = th_nats_start(NULL);
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
+    const char *env[] = {env_url, NULL};
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "100", "--linger", ledger, NULL};
+    th_proc *f = th_spawn("fetcher", fargv, env);
+    th_proc_wait_log(f, "fetcher started", 10000);
+    natsConnection *nc = tp_connect(th_nats_url(ns));
+    natsMsg *r = ask_work(nc);
+    CHECK_STR(hdr(r, SL_H_STATUS), "chunk");
+    tp_publish(nc, "sluice.default.saved", NULL, SL_H_CHUNK, "0", SL_H_LEASE, hdr(r, SL_H_LEASE), SL_H_COUNT,
+               "100", NULL);
+    natsMsg_Destroy(r);
+    th_proc_wait_log(f, "job complete", 5000);
+    for (int i = 0; i < 3; i++) {
+        r = ask_work(nc);
+        CHECK_STR(hdr(r, SL_H_STATUS), "done");
+        natsMsg_Destroy(r);
+    }
+    CHECK(th_proc_running(f));
+    const char *sargv[] = {"sluice", "status", NULL};
+    char *out = NULL;
+    CHECK_INT(th_run(sargv, env, &out, 10000), ==, 0);
+    CHECK_MSG(strstr(out, "job default: complete") && strstr(out, "100 of 100 saved"), "%s", out);
+    free(out);
+    th_proc_stop(f);
+    natsConnection_Destroy(nc);
+    th_nats_stop(ns);
+    free(env_url), free(ledger);
+}
