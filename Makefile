@@ -57,7 +57,7 @@ run: deps
 # Everything, then the same suite under AddressSanitizer + UBSan.
 test: deps
 	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
-	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(BUILD)/sluice-test $(T)
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_SRCDIR=$(CURDIR) $(BUILD)/sluice-test $(T)
 
 # The suite built with -fsanitize=address,undefined, in build-asan/.
 test-asan: deps
@@ -65,7 +65,7 @@ test-asan: deps
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/sluice build-asan/sluice-test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  SLUICE_BIN=$(abspath build-asan/sluice) build-asan/sluice-test $(T)
+	  SLUICE_BIN=$(abspath build-asan/sluice) SLUICE_SRCDIR=$(CURDIR) build-asan/sluice-test $(T)
 
 clean:
 	rm -rf build build-asan
