@@ -54,8 +54,12 @@ run: deps
 	$(MAKE) --no-print-directory all
 	$(BUILD)/sluice run --fresh
 
-# Everything, then the same suite under AddressSanitizer + UBSan.
+# The whole suite, then the same suite under AddressSanitizer + UBSan.
 test: deps
+	$(MAKE) --no-print-directory test-plain
+	$(MAKE) --no-print-directory test-asan
+
+test-plain: deps
 	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_SRCDIR=$(CURDIR) $(BUILD)/sluice-test $(T)
 
@@ -70,4 +74,4 @@ test-asan: deps
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps run test test-asan clean
+.PHONY: all deps run test test-plain test-asan clean

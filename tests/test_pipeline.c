@@ -167,6 +167,14 @@ SL_TEST(fetcher_linger_answers_done_and_status, 30)
         natsMsg_Destroy(r);
     }
     CHECK(th_proc_running(f));
+    /* A standalone mapper told "done" stays, waiting for the next job. */
+    const char *margv[] = {"sluice", "mapper", NULL};
+    th_proc *m = th_spawn("mapper", margv, env);
+    th_proc_wait_log(m, "job done; waiting for more work", 10000);
+    CHECK(th_proc_running(m));
+    th_proc_stop(m);
+    CHECK_INT(th_proc_wait(m, 1000), ==, 0);
+    th_proc_free(m);
     const char *sargv[] = {"sluice", "status", NULL};
     char *out = NULL;
     CHECK_INT(th_run(sargv, env, &out, 10000), ==, 0);
@@ -176,4 +184,40 @@ SL_TEST(fetcher_linger_answers_done_and_status, 30)
     natsConnection_Destroy(nc);
     th_nats_stop(ns);
     free(env_url), free(ledger);
+}
+
+SL_TEST(mapper_extends_leases_of_long_chunks, 30)
+{
+    /* Each chunk takes 1.2 s of simulated work under a 500 ms lease: only
+     * P.progress every lease/3 keeps it from being sent again. */
+    th_nats *ns = th_nats_start(NULL);
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
+    char *sink = flag_path("sink", "sqlite:", "out.db");
+    const char *env[] = {env_url, NULL};
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "300", "--lease-ms", "500", ledger, NULL};
+    const char *margv[] = {"sluice", "mapper", "--work-ms", "1200", NULL};
+    const char *sargv[] = {"sluice", "saver", sink, NULL};
+    th_proc *f = th_spawn("fetcher", fargv, env);
+    th_proc *s = th_spawn("saver", sargv, env);
+    th_proc *m1 = th_spawn("mapper1", margv, env), *m2 = th_spawn("mapper2", margv, env);
+    th_proc_wait_log(f, "fetcher started", 10000);
+    natsConnection *nc = tp_connect(th_nats_url(ns));
+    int64_t t0 = th_now_ms();
+    tp_wait_stat(nc, "leases", "extended", 4, 10000);
+    json_t *st = tp_status(nc);
+    CHECK_INT(tp_stat(st, "redeliveries", NULL), ==, 0);
+    CHECK_INT(tp_stat(st, "leases", "expired"), ==, 0);
+    json_decref(st);
+    CHECK_INT(th_proc_wait(f, 20000), ==, 0);
+    /* Three chunks of 1.2 s on two mappers cannot take less than 2.4 s. */
+    CHECK(th_now_ms() - t0 >= 2400);
+    char *log = th_proc_log(f);
+    CHECK_MSG(strstr(log, "redeliveries=0") && !strstr(log, "leases expired"), "%s", log);
+    free(log);
+    char *db = th_path("out.db");
+    tp_verify_sink(db, 300, 100, 0);
+    natsConnection_Destroy(nc);
+    th_proc_free(m1), th_proc_free(m2), th_proc_free(s), th_proc_free(f);
+    th_nats_stop(ns);
+    free(db), free(env_url), free(ledger), free(sink);
 }
