@@ -21,7 +21,18 @@ typedef struct {
     int64_t min, max;  /* range of T_INT */
     unsigned cmds;     /* sl_command bits that take it */
     const char *help;
+    /* Refuses a value beyond type and range; NULL accepts any. */
+    sl_status (*check)(const char *value, const char *from);
 } opt;
+
+/* A job name becomes a subject token: sluice.<job>.work. */
+static sl_status check_job(const char *v, const char *from)
+{
+    if (!v[0] || strlen(v) > 64 || strpbrk(v, " .*>\t\r\n"))
+        return sl_fail(SL_EINVAL, "%s: \"%s\" must be a NATS subject token of 1 to 64 characters "
+                                  "(no spaces, dots, * or >)", from, v);
+    return SL_OK;
+}
 
 #define ALL (SL_CMD_RUN | SL_CMD_FETCHER | SL_CMD_MAPPER | SL_CMD_SAVER | SL_CMD_STATUS)
 #define RF (SL_CMD_RUN | SL_CMD_FETCHER)
@@ -31,50 +42,50 @@ typedef struct {
 
 static const opt opts[] = {
     {"nats-url", "NATS_URL", "URLS", T_STR, OFF(nats_url), "nats://127.0.0.1:4222", 0, 0,
-     ALL, "NATS server(s), comma-separated for a cluster (run: a private server is started when unset)"},
-    {"nats-user", "NATS_USER", "USER", T_STR, OFF(nats_user), "", 0, 0, ALL, "NATS user name"},
+     ALL, "NATS server(s), comma-separated for a cluster (run: a private server is started when unset)", NULL},
+    {"nats-user", "NATS_USER", "USER", T_STR, OFF(nats_user), "", 0, 0, ALL, "NATS user name", NULL},
     {"nats-password", "NATS_PASSWORD", "PASS", T_STR, OFF(nats_password), "", 0, 0, ALL,
-     "NATS password (prefer the variable: flags show in ps)"},
-    {"nats-token", "NATS_TOKEN", "TOKEN", T_STR, OFF(nats_token), "", 0, 0, ALL, "NATS authorization token"},
+     "NATS password (prefer the variable: flags show in ps)", NULL},
+    {"nats-token", "NATS_TOKEN", "TOKEN", T_STR, OFF(nats_token), "", 0, 0, ALL, "NATS authorization token", NULL},
     {"nats-creds", "NATS_CREDS", "FILE", T_STR, OFF(nats_creds), "", 0, 0, ALL,
-     "NATS credentials file (JWT and nkey seed)"},
-    {"nats-ca", "NATS_CA", "FILE", T_STR, OFF(nats_ca), "", 0, 0, ALL, "CA certificates that verify the server (turns TLS on)"},
-    {"nats-cert", "NATS_CERT", "FILE", T_STR, OFF(nats_cert), "", 0, 0, ALL, "TLS client certificate"},
-    {"nats-key", "NATS_KEY", "FILE", T_STR, OFF(nats_key), "", 0, 0, ALL, "TLS client key"},
+     "NATS credentials file (JWT and nkey seed)", NULL},
+    {"nats-ca", "NATS_CA", "FILE", T_STR, OFF(nats_ca), "", 0, 0, ALL, "CA certificates that verify the server (turns TLS on)", NULL},
+    {"nats-cert", "NATS_CERT", "FILE", T_STR, OFF(nats_cert), "", 0, 0, ALL, "TLS client certificate", NULL},
+    {"nats-key", "NATS_KEY", "FILE", T_STR, OFF(nats_key), "", 0, 0, ALL, "TLS client key", NULL},
     {"connect-timeout-ms", "SLUICE_CONNECT_TIMEOUT_MS", "MS", T_INT, OFF(connect_timeout_ms), "5000", 100,
-     600000, ALL, "give up connecting to NATS after this long"},
+     600000, ALL, "give up connecting to NATS after this long", NULL},
     {"job", "SLUICE_JOB", "NAME", T_STR, OFF(job), "default", 0, 0, ALL,
-     "job name; subjects are sluice.<job>.*"},
-    {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL, "logfmt or json"},
+     "job name; subjects are sluice.<job>.*", check_job},
+    {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL, "logfmt or json", NULL},
     {"log-level", "SLUICE_LOG_LEVEL", "LEVEL", T_STR, OFF(log_level), "info", 0, 0, ALL,
-     "debug, info, warn or error"},
-    {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF, "where the objects come from"},
+     "debug, info, warn or error", NULL},
+    {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF, "where the objects come from", NULL},
     {"objects", "SLUICE_OBJECTS", "N", T_INT, OFF(objects), "100000", 1, INT64_C(1000000000000), RF,
-     "number of objects the generator makes"},
-    {"chunk-size", "SLUICE_CHUNK_SIZE", "C", T_INT, OFF(chunk_size), "100", 1, 100000, RF, "objects per chunk"},
+     "number of objects the generator makes", NULL},
+    {"chunk-size", "SLUICE_CHUNK_SIZE", "C", T_INT, OFF(chunk_size), "100", 1, 100000, RF, "objects per chunk", NULL},
     {"ledger", "SLUICE_LEDGER", "PATH", T_STR, OFF(ledger), "sluice-<job>.ledger", 0, 0, RF,
-     "the fetcher's record of chunk states (SQLite); a restarted fetcher resumes from it"},
+     "the fetcher's record of chunk states (SQLite); a restarted fetcher resumes from it", NULL},
     {"lease-ms", "SLUICE_LEASE_MS", "MS", T_INT, OFF(lease_ms), "10000", 50, 86400000, RF,
-     "a chunk not confirmed or extended within this is sent again"},
+     "a chunk not confirmed or extended within this is sent again", NULL},
     {"max-attempts", "SLUICE_MAX_ATTEMPTS", "K", T_INT, OFF(max_attempts), "5", 1, 1000, RF,
-     "a chunk that failed this many times is dead-lettered"},
+     "a chunk that failed this many times is dead-lettered", NULL},
     {"linger", "SLUICE_LINGER", NULL, T_BOOL, OFF(linger), "false", 0, 0, SL_CMD_FETCHER,
-     "stay up after the job is done, answering done and status (Kubernetes)"},
+     "stay up after the job is done, answering done and status (Kubernetes)", NULL},
     {"fresh", "SLUICE_FRESH", NULL, T_BOOL, OFF(fresh), "false", 0, 0, RF,
-     "forget the ledger and start the job over"},
+     "forget the ledger and start the job over", NULL},
     {"transform", "SLUICE_TRANSFORM", "SPEC", T_STR, OFF(transform), "fullname", 0, 0, RM,
-     "what a mapper does to each object: fullname or identity"},
+     "what a mapper does to each object: fullname or identity", NULL},
     {"work-ms", "SLUICE_WORK_MS", "X", T_INT, OFF(work_ms), "0", 0, 86400000, RM,
-     "simulated heavy processing per chunk, in ms"},
+     "simulated heavy processing per chunk, in ms", NULL},
     {"work-jitter-ms", "SLUICE_WORK_JITTER_MS", "J", T_INT, OFF(work_jitter_ms), "0", 0, 86400000, RM,
-     "add a random 0..J ms to --work-ms per chunk"},
-    {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS, "where results are saved"},
-    {"mappers", "SLUICE_MAPPERS", "N", T_INT, OFF(mappers), "4", 1, 1000, SL_CMD_RUN, "mapper processes"},
-    {"savers", "SLUICE_SAVERS", "M", T_INT, OFF(savers), "1", 1, 100, SL_CMD_RUN, "saver processes"},
+     "add a random 0..J ms to --work-ms per chunk", NULL},
+    {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS, "where results are saved", NULL},
+    {"mappers", "SLUICE_MAPPERS", "N", T_INT, OFF(mappers), "4", 1, 1000, SL_CMD_RUN, "mapper processes", NULL},
+    {"savers", "SLUICE_SAVERS", "M", T_INT, OFF(savers), "1", 1, 100, SL_CMD_RUN, "saver processes", NULL},
     {"nats-server", "SLUICE_NATS_SERVER", "PATH", T_STR, OFF(nats_server), "nats-server", 0, 0, SL_CMD_RUN,
-     "the nats-server binary run starts when NATS_URL is unset"},
+     "the nats-server binary run starts when NATS_URL is unset", NULL},
     {"progress-ms", "SLUICE_PROGRESS_MS", "MS", T_INT, OFF(progress_ms), "0", 0, 3600000, SL_CMD_RUN,
-     "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)"},
+     "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)", NULL},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -133,6 +144,11 @@ static sl_status set_value(sl_config *cfg, const opt *o, const char *value, cons
     switch (o->type) {
     case T_STR: {
         char **s = (char **)field;
+        if (o->check) {
+            sl_status st = o->check(value, from);
+            if (st)
+                return st;
+        }
         free(*s);
         *s = sl_xstrdup(value);
         return SL_OK;
@@ -219,9 +235,6 @@ sl_status sl_config_load(sl_config *cfg, sl_command cmd, int argc, char **argv, 
         if (o->offset == OFF(nats_url))
             cfg->nats_url_given = true;
     }
-    if (!cfg->job[0] || strpbrk(cfg->job, " .*>\t\r\n"))
-        return sl_fail(SL_EINVAL, "--job: \"%s\" must be a non-empty NATS subject token "
-                                  "(no spaces, dots, * or >)", cfg->job);
     if (!strcmp(cfg->ledger, "sluice-<job>.ledger")) {
         sl_buf b = SL_BUF_INIT;
         sl_buf_printf(&b, "sluice-%s.ledger", cfg->job);

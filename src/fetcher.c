@@ -25,12 +25,16 @@
 #define WAIT_RETRY_MS 100
 #define DONE_RETRY_MS 1000
 #define MAX_DIED 256
+#define REPORT_BATCH 16
+#define REPORT_TIMEOUT_MS 1000
+#define REPORT_RETRY_MS 1000
 
 typedef enum {
     BAD_NO_REPLY,      /* a request without a reply subject */
     BAD_HEADER,        /* a header missing, malformed or out of range */
     BAD_UNKNOWN_LEASE, /* a token the fetcher never issued for that chunk */
-    BAD_STALE_LEASE,   /* progress/release for a lease already gone */
+    BAD_STALE_LEASE,   /* progress/release for a lease that is not current:
+                          expired, handed back, or never issued */
     BAD_COUNT
 } bad_reason;
 
@@ -47,6 +51,7 @@ typedef struct {
     int64_t leases_expired, leases_extended, leases_released;
     int64_t bad[BAD_COUNT];
     bool complete;
+    int64_t next_report; /* when to try reporting dead letters again */
 } fetcher;
 
 static void count_bad(fetcher *f, bad_reason why, natsMsg *m, const char *detail)
@@ -84,22 +89,38 @@ static void reply_status(fetcher *f, const char *reply, const char *status, int6
     natsMsg_Destroy(r);
 }
 
-/* Publishes a whole chunk as a dead letter: the savers keep why it died and
- * its bytes. */
-static void publish_dead_chunk(fetcher *f, int64_t chunk, const char *reason)
+static void log_dead(int64_t chunk, const char *reason)
 {
+    sl_error("chunk dead", "chunk=%" PRId64 " reason=%s", chunk, sl_log_q(reason));
+}
+
+/* Sends a dead chunk - why it died and its bytes - to the savers and waits
+ * for one to say it is committed; only then is it marked reported. */
+static sl_status report_dead(fetcher *f, int64_t chunk)
+{
+    char why[SL_REASON_MAX + 1];
+    pthread_mutex_lock(&f->mu);
+    sl_proto_reason(why, sizeof why, sl_ledger_reason(f->ledger, chunk));
+    pthread_mutex_unlock(&f->mu);
     sl_buf body = SL_BUF_INIT;
     if (sl_source_chunk(f->src, chunk, &body) != SL_OK)
         sl_buf_reset(&body);
     natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DEAD), NULL, body.data, body.len);
     sl_msg_set_int(m, SL_H_CHUNK, chunk);
     sl_msg_set_int(m, SL_H_OBJECT, -1);
-    sl_msg_set(m, SL_H_REASON, reason);
-    if (sl_bus_publish(f->bus, m) != SL_OK)
-        sl_warn("dead letter not published", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+    sl_msg_set(m, SL_H_REASON, why);
+    natsMsg *ack = NULL;
+    sl_status st = sl_bus_request(f->bus, m, REPORT_TIMEOUT_MS, &ack);
     natsMsg_Destroy(m);
+    natsMsg_Destroy(ack);
     sl_buf_free(&body);
-    sl_error("chunk dead", "chunk=%" PRId64 " reason=%s", chunk, sl_log_q(reason));
+    if (st == SL_OK) {
+        pthread_mutex_lock(&f->mu);
+        sl_ledger_set_reported(f->ledger, chunk);
+        pthread_mutex_unlock(&f->mu);
+        sl_info("dead letter reported", "chunk=%" PRId64, chunk);
+    }
+    return st;
 }
 
 static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -151,8 +172,9 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         pthread_mutex_unlock(&f->mu);
         sl_warn("chunk not sent", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(why.data));
         if (died)
-            publish_dead_chunk(f, chunk, why.data);
+            log_dead(chunk, why.data);
         sl_buf_free(&why);
+        reply_status(f, reply, SL_STATUS_WAIT, WAIT_RETRY_MS);
         goto out;
     }
     sl_debug("leased", "chunk=%" PRId64 " attempt=%" PRId64 " worker=%s", chunk, attempt,
@@ -186,7 +208,13 @@ static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
     int64_t chunk;
     const char *token;
     if (chunk_and_token(f, m, &chunk, &token)) {
-        const char *reason = sl_msg_str(m, SL_H_REASON);
+        const char *raw_reason = sl_msg_str(m, SL_H_REASON);
+        char reason_buf[SL_REASON_MAX + 1];
+        const char *reason = NULL;
+        if (raw_reason) {
+            sl_proto_reason(reason_buf, sizeof reason_buf, raw_reason[0] ? raw_reason : "(no reason given)");
+            reason = reason_buf;
+        }
         bool died = false;
         pthread_mutex_lock(&f->mu);
         sl_status st = sl_ledger_release(f->ledger, chunk, token, reason, f->cfg->max_attempts, &died);
@@ -202,7 +230,7 @@ static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
         else
             sl_info("chunk handed back", "chunk=%" PRId64, chunk);
         if (why_copy)
-            publish_dead_chunk(f, chunk, why_copy);
+            log_dead(chunk, why_copy);
         free(why_copy);
     }
     natsMsg_Destroy(m);
@@ -256,7 +284,8 @@ static char *status_json(fetcher *f)
     double rate = elapsed > 0 ? (double)(c.objects_saved - f->saved_at_start) / elapsed : 0;
     json_t *j = json_pack(
         "{ss ss sb s{sI sI sI sI sI} s{sI sI sI sI} sI s{sI sI sI sI} so so sf sf sI sI}",
-        "job", f->cfg->job, "source", sl_source_uri(f->src), "complete", sl_ledger_complete(f->ledger),
+        "job", f->cfg->job, "source", sl_source_uri(f->src), "complete",
+        sl_ledger_complete(f->ledger) && sl_ledger_unreported(f->ledger, NULL, 0) == 0,
         "chunks", "total", (json_int_t)c.chunks, "pending", (json_int_t)c.pending, "leased",
         (json_int_t)c.leased, "done", (json_int_t)c.done, "dead", (json_int_t)c.dead,
         "objects", "total", (json_int_t)sl_source_objects(f->src), "saved", (json_int_t)c.objects_saved,
@@ -322,9 +351,27 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
     if (expired)
         sl_info("leases expired", "count=%" PRId64, expired);
     for (int64_t k = 0; k < ndied; k++) {
-        publish_dead_chunk(f, died[k], reasons[k]);
+        log_dead(died[k], reasons[k]);
         free(reasons[k]);
     }
+    /* Dead letters go to the savers until one acknowledges each; the job
+     * is not over while one is missing from the sink. */
+    int64_t unrep[REPORT_BATCH], nunrep = 0;
+    if (sl_now_ms() >= f->next_report) {
+        pthread_mutex_lock(&f->mu);
+        nunrep = sl_ledger_unreported(f->ledger, unrep, REPORT_BATCH);
+        pthread_mutex_unlock(&f->mu);
+        for (int64_t k = 0; k < nunrep && k < REPORT_BATCH; k++)
+            if (report_dead(f, unrep[k]) != SL_OK) {
+                sl_warn("dead letter not reported yet", "chunk=%" PRId64 " error=%s", unrep[k],
+                        sl_log_q(sl_errmsg()));
+                f->next_report = sl_now_ms() + REPORT_RETRY_MS;
+                break;
+            }
+    }
+    pthread_mutex_lock(&f->mu);
+    complete = complete && sl_ledger_unreported(f->ledger, NULL, 0) == 0;
+    pthread_mutex_unlock(&f->mu);
     if (complete && !f->complete) {
         f->complete = true;
         char *s = status_json(f);

@@ -16,6 +16,7 @@ typedef struct {
     uint8_t state;
     uint8_t queued;    /* in the return queue */
     uint8_t dirty;     /* changed since the last flush */
+    uint8_t reported;  /* DEAD and its dead letter is in the sink */
 } chunk_rec;
 
 struct sl_ledger {
@@ -31,8 +32,28 @@ struct sl_ledger {
     int64_t *dirty;     /* chunks to write at the next flush */
     int64_t ndirty, dirtycap;
     int64_t min_deadline;
+    int64_t *unrep;     /* DEAD chunks not yet reported */
+    int64_t nunrep, unrepcap;
     sl_ledger_counts counts;
 };
+
+static void unrep_add(sl_ledger *l, int64_t i)
+{
+    if (l->nunrep == l->unrepcap) {
+        l->unrepcap = l->unrepcap ? l->unrepcap * 2 : 64;
+        l->unrep = sl_xrealloc(l->unrep, (size_t)l->unrepcap * sizeof *l->unrep);
+    }
+    l->unrep[l->nunrep++] = i;
+}
+
+static void unrep_remove(sl_ledger *l, int64_t i)
+{
+    for (int64_t k = 0; k < l->nunrep; k++)
+        if (l->unrep[k] == i) {
+            l->unrep[k] = l->unrep[--l->nunrep];
+            return;
+        }
+}
 
 static void mark(sl_ledger *l, int64_t i)
 {
@@ -74,9 +95,14 @@ static void set_state(sl_ledger *l, int64_t i, sl_chunk_state to)
     chunk_rec *r = &l->c[i];
     (*(int64_t *)((char *)&l->counts + field[r->state]))--;
     (*(int64_t *)((char *)&l->counts + field[to]))++;
+    if (r->state == SL_CHUNK_DEAD && !r->reported)
+        unrep_remove(l, i);
     r->state = (uint8_t)to;
+    r->reported = 0;
     if (to == SL_CHUNK_PENDING)
         enqueue(l, i);
+    if (to == SL_CHUNK_DEAD)
+        unrep_add(l, i);
     mark(l, i);
 }
 
@@ -88,7 +114,8 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
                                 "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
                                 " state INTEGER NOT NULL, attempts INTEGER NOT NULL,"
                                 " failures INTEGER NOT NULL, saved INTEGER NOT NULL,"
-                                " dead INTEGER NOT NULL, reason TEXT);")))
+                                " dead INTEGER NOT NULL, reason TEXT,"
+                                " reported INTEGER NOT NULL DEFAULT 0);")))
         return st;
     if (fresh && (st = sl_db_exec(l->db, "DELETE FROM chunks; DELETE FROM meta;")))
         return st;
@@ -141,8 +168,8 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
             goto cleanup;
     }
 
-    if ((st = sl_db_prepare(l->db, "SELECT idx, state, attempts, failures, saved, dead, reason"
-                                   " FROM chunks", &q)))
+    if ((st = sl_db_prepare(l->db, "SELECT idx, state, attempts, failures, saved, dead, reason,"
+                                   " reported FROM chunks", &q)))
         goto cleanup;
     while (sqlite3_step(q) == SQLITE_ROW) {
         int64_t i = sqlite3_column_int64(q, 0);
@@ -164,6 +191,9 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
             } else {
                 const char *why = (const char *)sqlite3_column_text(q, 6);
                 l->counts.dead++;
+                r->reported = sqlite3_column_int(q, 7) != 0;
+                if (!r->reported)
+                    unrep_add(l, i);
                 if (!l->reasons)
                     l->reasons = sl_xcalloc((size_t)l->n, sizeof *l->reasons);
                 l->reasons[i] = sl_xstrdup(why ? why : "dead");
@@ -200,7 +230,7 @@ sl_status sl_ledger_open(sl_ledger **out, const char *path, int64_t chunks, cons
     if ((st = load(l, identity, fresh)))
         goto fail;
     if ((st = sl_db_prepare(l->db, "INSERT OR REPLACE INTO chunks(idx, state, attempts, failures,"
-                                   " saved, dead, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                   " saved, dead, reason, reported) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                             &l->put)))
         goto fail;
     *out = l;
@@ -259,6 +289,8 @@ sl_status sl_ledger_extend(sl_ledger *l, int64_t chunk, const char *token, int64
     if (!current_token(l, chunk, token))
         return sl_fail(SL_ENOTFOUND, "chunk %lld is not leased under that token", (long long)chunk);
     l->c[chunk].deadline = now_ms + lease_ms;
+    if (l->c[chunk].deadline < l->min_deadline)
+        l->min_deadline = l->c[chunk].deadline;
     return SL_OK;
 }
 
@@ -374,6 +406,22 @@ const char *sl_ledger_reason(const sl_ledger *l, int64_t chunk)
     return l->reasons[chunk];
 }
 
+int64_t sl_ledger_unreported(const sl_ledger *l, int64_t *out, int64_t max)
+{
+    for (int64_t k = 0; k < max && k < l->nunrep; k++)
+        out[k] = l->unrep[k];
+    return l->nunrep;
+}
+
+void sl_ledger_set_reported(sl_ledger *l, int64_t chunk)
+{
+    if (chunk < 0 || chunk >= l->n || l->c[chunk].state != SL_CHUNK_DEAD || l->c[chunk].reported)
+        return;
+    l->c[chunk].reported = 1;
+    unrep_remove(l, chunk);
+    mark(l, chunk);
+}
+
 void sl_ledger_counts_get(const sl_ledger *l, sl_ledger_counts *c)
 {
     *c = l->counts;
@@ -413,6 +461,7 @@ sl_status sl_ledger_flush(sl_ledger *l)
             sqlite3_bind_text(l->put, 7, why, -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(l->put, 7);
+        sqlite3_bind_int(l->put, 8, r->reported);
         if (sqlite3_step(l->put) != SQLITE_DONE) {
             st = sl_db_fail(l->db, "ledger write");
             sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
@@ -442,6 +491,7 @@ sl_status sl_ledger_close(sl_ledger *l)
     free(l->reasons);
     free(l->queue);
     free(l->dirty);
+    free(l->unrep);
     free(l->c);
     free(l);
     return st;

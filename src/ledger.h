@@ -13,6 +13,10 @@
  *
  *   any state ── P.saved with a token T(c, a<=attempts) ──► DONE (final)
  *
+ * A DEAD chunk is also *reported*: its dead letter is in the sink. The
+ * fetcher sends it until a saver acknowledges the commit, and the mark is
+ * persisted, so a dead letter is never lost between fetcher restarts.
+ *
  * DONE is reached only through a saver's confirmation, whose token proves
  * the fetcher leased that chunk (see lease.h): it is the one signal that a
  * chunk's objects are committed. A late confirmation of a DEAD chunk still
@@ -84,13 +88,20 @@ sl_status sl_ledger_saved(sl_ledger *l, int64_t chunk, const char *token, int64_
 int64_t sl_ledger_expire(sl_ledger *l, int64_t now_ms, int64_t max_attempts, int64_t *died,
                          int64_t max_died, int64_t *ndied);
 
-/* Earliest lease deadline, or INT64_MAX when nothing is leased. */
+/* A time no later than the earliest lease deadline (exact after
+ * sl_ledger_expire), or INT64_MAX when nothing is leased. */
 int64_t sl_ledger_next_deadline(const sl_ledger *l);
 
 sl_chunk_state sl_ledger_state(const sl_ledger *l, int64_t chunk);
 int64_t sl_ledger_attempts(const sl_ledger *l, int64_t chunk);
 /* Why a DEAD chunk died; owned by the ledger, NULL for other states. */
 const char *sl_ledger_reason(const sl_ledger *l, int64_t chunk);
+
+/* Up to max DEAD chunks whose dead letter no saver acknowledged yet, into
+ * out; returns how many there are in all. */
+int64_t sl_ledger_unreported(const sl_ledger *l, int64_t *out, int64_t max);
+/* Marks chunk's dead letter as committed by a saver. */
+void sl_ledger_set_reported(sl_ledger *l, int64_t chunk);
 
 void sl_ledger_counts_get(const sl_ledger *l, sl_ledger_counts *c);
 bool sl_ledger_complete(const sl_ledger *l);

@@ -2,9 +2,16 @@
  *
  * One thread, one loop: request P.work; on a chunk, parse it, transform
  * every object (a bad one is dead-lettered alone), simulate the heavy work
- * if asked (extending the lease every lease/3), publish the result on
- * P.mapped. Asked to stop in the middle of a chunk, it hands the chunk back
- * with P.release so another mapper gets it at once. */
+ * if asked, and deliver the result. While it holds a chunk it extends the
+ * lease every lease/3. Asked to stop in the middle of a chunk, it hands the
+ * chunk back with P.release so another mapper gets it at once.
+ *
+ * Delivery is checked, because core NATS drops a message nobody is
+ * subscribed to: P.mapped is published with a reply subject and a flush, so
+ * the server's "no responders" answer tells the mapper that no saver
+ * listens (one starting, all restarting); dead letters are requests the
+ * saver answers after its commit. Either way the mapper keeps the chunk,
+ * keeps its lease alive and tries again, instead of losing it. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -20,13 +27,17 @@
 #include "transform.h"
 
 #define REQUEST_TIMEOUT_MS 5000
+#define ACK_TIMEOUT_MS 2000
 #define MAX_BACKOFF_MS 1000
+#define REDELIVER_MS 200
 
 typedef struct {
     const sl_config *cfg;
     sl_bus *bus;
-    natsInbox *inbox;         /* where the fetcher's replies come */
+    natsInbox *inbox;          /* where the fetcher's replies come */
     natsSubscription *replies;
+    natsInbox *acks_inbox;     /* where savers' acks and "no responders" come */
+    natsSubscription *acks;
     sl_transform *tf;
     char worker[128];
     uint64_t rng;
@@ -37,7 +48,15 @@ typedef struct {
 typedef struct {
     int64_t chunk, attempt, lease_ms;
     const char *token;
+    int64_t next_progress; /* when to extend it next */
 } lease;
+
+/* An object the transform refused, waiting for a saver's ack. */
+typedef struct {
+    int64_t index;
+    char *reason;
+    char *raw;
+} dead_obj;
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -59,44 +78,112 @@ static void send_lease_msg(mapper *mp, sl_subject subj, const lease *l, const ch
     natsMsg_Destroy(m);
 }
 
-static void dead_letter(mapper *mp, const lease *l, int64_t index, const char *reason, json_t *obj)
+/* Extends the lease if a third of it has passed since the last time. */
+static void keep_alive(mapper *mp, lease *l)
 {
-    char *raw = obj ? json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), NULL, raw, raw ? strlen(raw) : 0);
-    sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
-    sl_msg_set_int(m, SL_H_OBJECT, index);
-    sl_msg_set(m, SL_H_REASON, reason);
-    if (sl_bus_publish(mp->bus, m) != SL_OK)
-        sl_warn("dead letter not published", "error=%s", sl_log_q(sl_errmsg()));
-    natsMsg_Destroy(m);
-    free(raw);
-    sl_warn("object dead-lettered", "chunk=%" PRId64 " object=%" PRId64 " reason=%s", l->chunk, index,
-            sl_log_q(reason));
+    int64_t now = sl_now_ms();
+    if (now < l->next_progress)
+        return;
+    send_lease_msg(mp, SL_SUBJ_PROGRESS, l, NULL);
+    l->next_progress = now + (l->lease_ms / 3 > 0 ? l->lease_ms / 3 : 1);
 }
 
-/* Sleeps the simulated work, extending the lease every lease/3. Returns
- * false if asked to stop meanwhile. */
-static bool simulate_work(mapper *mp, const lease *l)
+/* Sleeps up to ms while keeping the lease alive; false if asked to stop. */
+static bool hold(mapper *mp, lease *l, int64_t ms)
 {
-    int64_t ms = mp->cfg->work_ms;
-    if (mp->cfg->work_jitter_ms > 0)
-        ms += (int64_t)(next_rand(&mp->rng) % (uint64_t)(mp->cfg->work_jitter_ms + 1));
-    int64_t end = sl_now_ms() + ms, every = l->lease_ms / 3 > 0 ? l->lease_ms / 3 : 1;
-    int64_t next_progress = sl_now_ms() + every;
+    int64_t end = sl_now_ms() + ms;
     for (int64_t now = sl_now_ms(); now < end; now = sl_now_ms()) {
-        if (now >= next_progress) {
-            send_lease_msg(mp, SL_SUBJ_PROGRESS, l, NULL);
-            next_progress = now + every;
-        }
-        int64_t until = end < next_progress ? end : next_progress;
+        keep_alive(mp, l);
+        int64_t until = end < l->next_progress ? end : l->next_progress;
         if (sl_stop_sleep(until - now))
             return false;
     }
-    return true;
+    keep_alive(mp, l);
+    return !sl_stop_requested();
+}
+
+/* Throws away acks that arrived after their sender gave up on them. */
+static void drain_acks(mapper *mp)
+{
+    natsMsg *m = NULL;
+    natsStatus s;
+    while ((s = natsSubscription_NextMsg(&m, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS)
+        natsMsg_Destroy(m), m = NULL;
+}
+
+/* Sends one dead letter and waits for a saver to say it is committed. */
+static sl_status send_dead(mapper *mp, const lease *l, const dead_obj *d)
+{
+    drain_acks(mp);
+    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), (const char *)mp->acks_inbox, d->raw,
+                            d->raw ? strlen(d->raw) : 0);
+    sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
+    sl_msg_set_int(m, SL_H_OBJECT, d->index);
+    sl_msg_set(m, SL_H_REASON, d->reason);
+    sl_status st = sl_bus_publish(mp->bus, m);
+    natsMsg_Destroy(m);
+    if (st)
+        return st;
+    natsMsg *ack = NULL;
+    natsStatus s = natsSubscription_NextMsg(&ack, mp->acks, ACK_TIMEOUT_MS);
+    natsMsg_Destroy(ack);
+    if (s == NATS_NO_RESPONDERS)
+        return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_DEAD));
+    if (s != NATS_OK)
+        return sl_fail(SL_ETIMEOUT, "no saver acknowledged the dead letter within %d ms", ACK_TIMEOUT_MS);
+    return SL_OK;
+}
+
+/* Publishes the mapped chunk and checks that some saver subscribes. */
+static sl_status send_mapped(mapper *mp, const lease *l, const char *body, int64_t count, int64_t dead)
+{
+    drain_acks(mp);
+    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), (const char *)mp->acks_inbox, body,
+                            strlen(body));
+    sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
+    sl_msg_set_int(m, SL_H_ATTEMPT, l->attempt);
+    sl_msg_set(m, SL_H_LEASE, l->token);
+    sl_msg_set_int(m, SL_H_COUNT, count);
+    sl_msg_set_int(m, SL_H_DEAD, dead);
+    sl_status st = sl_bus_publish(mp->bus, m);
+    natsMsg_Destroy(m);
+    if (st)
+        return st;
+    /* The server answers a message nobody subscribes to with "no
+     * responders" before it answers the flush's PING. */
+    natsStatus s = natsConnection_FlushTimeout(sl_bus_nc(mp->bus), ACK_TIMEOUT_MS);
+    if (s != NATS_OK)
+        return sl_nats_fail(s, "flush");
+    natsMsg *r = NULL;
+    s = natsSubscription_NextMsg(&r, mp->acks, 0);
+    natsMsg_Destroy(r);
+    if (s == NATS_NO_RESPONDERS)
+        return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_MAPPED));
+    return SL_OK;
+}
+
+/* Delivers dead letters, then the chunk, until it works or a stop comes. */
+static bool deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_obj *dead, int64_t ndead)
+{
+    int64_t acked = 0;
+    bool said = false;
+    for (;;) {
+        sl_status st = SL_OK;
+        while (acked < ndead && (st = send_dead(mp, l, &dead[acked])) == SL_OK)
+            acked++;
+        if (st == SL_OK && (st = send_mapped(mp, l, body, count, ndead)) == SL_OK)
+            return true;
+        if (!said)
+            sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", l->chunk,
+                    sl_log_q(sl_errmsg()));
+        said = true;
+        if (!hold(mp, l, REDELIVER_MS))
+            return false;
+    }
 }
 
 /* Processes one leased chunk. */
-static void process(mapper *mp, natsMsg *reply, const lease *l)
+static void process(mapper *mp, natsMsg *reply, lease *l)
 {
     json_error_t err;
     json_t *in = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
@@ -120,47 +207,48 @@ static void process(mapper *mp, natsMsg *reply, const lease *l)
     json_t *out = json_array();
     size_t i;
     json_t *obj;
-    int64_t dead = 0;
+    dead_obj *dead = NULL;
+    int64_t ndead = 0;
     json_array_foreach(in, i, obj)
     {
         json_t *mapped = NULL;
         if (sl_transform_apply(mp->tf, obj, &mapped) != SL_OK) {
-            dead_letter(mp, l, (int64_t)i, sl_errmsg(), obj);
-            dead++;
+            dead = sl_xrealloc(dead, (size_t)(ndead + 1) * sizeof *dead);
+            dead[ndead].index = (int64_t)i;
+            dead[ndead].reason = sl_xstrdup(sl_errmsg());
+            dead[ndead].raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+            sl_warn("object dead-lettered", "chunk=%" PRId64 " object=%zu reason=%s", l->chunk, i,
+                    sl_log_q(dead[ndead].reason));
+            ndead++;
             continue;
         }
         json_array_append_new(out, mapped);
+        keep_alive(mp, l);
     }
     json_decref(in);
 
+    bool go_on = true;
     if (mp->cfg->work_ms > 0 || mp->cfg->work_jitter_ms > 0) {
-        if (!simulate_work(mp, l)) {
-            send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
-            sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
-            json_decref(out);
-            return;
-        }
+        int64_t ms = mp->cfg->work_ms;
+        if (mp->cfg->work_jitter_ms > 0)
+            ms += (int64_t)(next_rand(&mp->rng) % (uint64_t)(mp->cfg->work_jitter_ms + 1));
+        go_on = hold(mp, l, ms);
     }
-
-    char *body = json_dumps(out, JSON_COMPACT);
-    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), NULL, body, strlen(body));
-    sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
-    sl_msg_set_int(m, SL_H_ATTEMPT, l->attempt);
-    sl_msg_set(m, SL_H_LEASE, l->token);
-    sl_msg_set_int(m, SL_H_COUNT, (int64_t)json_array_size(out));
-    sl_msg_set_int(m, SL_H_DEAD, dead);
-    sl_status st = sl_bus_publish(mp->bus, m);
-    if (st != SL_OK) {
-        sl_warn("mapped chunk not sent", "chunk=%" PRId64 " error=%s", l->chunk, sl_log_q(sl_errmsg()));
-        /* Nothing to do: the lease expires and the chunk comes back. */
-    } else {
+    char *body = go_on ? json_dumps(out, JSON_COMPACT) : NULL;
+    int64_t count = (int64_t)json_array_size(out);
+    if (go_on && deliver(mp, l, body, count, dead, ndead)) {
         mp->chunks++;
-        mp->objects += (int64_t)json_array_size(out);
-        mp->dead += dead;
-        sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%zu dead=%" PRId64, l->chunk,
-                 l->attempt, json_array_size(out), dead);
+        mp->objects += count;
+        mp->dead += ndead;
+        sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
+                 l->chunk, l->attempt, count, ndead);
+    } else {
+        send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
+        sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
     }
-    natsMsg_Destroy(m);
+    for (int64_t k = 0; k < ndead; k++)
+        free(dead[k].reason), free(dead[k].raw);
+    free(dead);
     free(body);
     json_decref(out);
 }
@@ -179,15 +267,23 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
         snprintf(why, whylen, "header Sluice-Lease is not a lease token");
         return false;
     }
+    l->next_progress = sl_now_ms() + (l->lease_ms / 3 > 0 ? l->lease_ms / 3 : 1);
     return true;
 }
 
 /* Asks P.work and waits for the reply in short slices, so a stop request
- * is noticed at once even while the fetcher is silent. Any reply on the
- * inbox is a real answer of the fetcher's (a late one to an earlier request
- * included): a chunk reply is a lease, whoever asked for it. */
+ * is noticed at once even while the fetcher is silent. A reply that came
+ * late, after an earlier ask gave up, is taken first and no new request is
+ * sent: it is a real lease, and leaving it queued would leave a chunk
+ * waiting while its lease runs. */
 static sl_status ask(mapper *mp, natsMsg **reply)
 {
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 0);
+    if (s == NATS_OK) {
+        *reply = m;
+        return SL_OK;
+    }
     natsMsg *req = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_WORK), (const char *)mp->inbox, NULL, 0);
     sl_msg_set(req, SL_H_WORKER, mp->worker);
     sl_status st = sl_bus_publish(mp->bus, req);
@@ -196,22 +292,28 @@ static sl_status ask(mapper *mp, natsMsg **reply)
         return st;
     int64_t deadline = sl_now_ms() + REQUEST_TIMEOUT_MS;
     while (!sl_stop_requested()) {
-        natsMsg *m = NULL;
-        natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 100);
+        s = natsSubscription_NextMsg(&m, mp->replies, 100);
         if (s == NATS_OK) {
-            if (natsMsg_IsNoResponders(m)) {
-                natsMsg_Destroy(m);
-                return sl_fail(SL_ENOTFOUND, "nobody listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_WORK));
-            }
             *reply = m;
             return SL_OK;
         }
+        if (s == NATS_NO_RESPONDERS)
+            return sl_fail(SL_ENOTFOUND, "nobody listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_WORK));
         if (s != NATS_TIMEOUT)
             return sl_nats_fail(s, "waiting for the fetcher");
         if (sl_now_ms() >= deadline)
             return sl_fail(SL_ETIMEOUT, "no reply from the fetcher within %d ms", REQUEST_TIMEOUT_MS);
     }
     return sl_fail(SL_ETIMEOUT, "stopping");
+}
+
+static sl_status inbox_sub(mapper *mp, natsInbox **inbox, natsSubscription **sub)
+{
+    natsStatus s;
+    if ((s = natsInbox_Create(inbox)) != NATS_OK ||
+        (s = natsConnection_SubscribeSync(sub, sl_bus_nc(mp->bus), (const char *)*inbox)) != NATS_OK)
+        return sl_nats_fail(s, "reply inbox");
+    return SL_OK;
 }
 
 int sl_mapper_main(const sl_config *cfg)
@@ -232,10 +334,7 @@ int sl_mapper_main(const sl_config *cfg)
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
         goto cleanup;
     }
-    natsStatus ns;
-    if ((ns = natsInbox_Create(&mp.inbox)) != NATS_OK ||
-        (ns = natsConnection_SubscribeSync(&mp.replies, sl_bus_nc(mp.bus), (const char *)mp.inbox)) != NATS_OK) {
-        sl_nats_fail(ns, "reply inbox");
+    if (inbox_sub(&mp, &mp.inbox, &mp.replies) || inbox_sub(&mp, &mp.acks_inbox, &mp.acks)) {
         sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
         goto cleanup;
     }
@@ -298,8 +397,10 @@ int sl_mapper_main(const sl_config *cfg)
             mp.chunks, mp.objects, mp.dead, mp.bad_messages);
 cleanup:
     natsSubscription_Destroy(mp.replies);
+    natsSubscription_Destroy(mp.acks);
     sl_bus_close(mp.bus, 2000);
     natsInbox_Destroy(mp.inbox);
+    natsInbox_Destroy(mp.acks_inbox);
     sl_transform_destroy(mp.tf);
     return rc;
 }

@@ -73,3 +73,19 @@ int sl_proto_token_ok(const char *s)
         return 0;
     return strspn(s, "0123456789abcdef") == SL_LEASE_LEN;
 }
+
+void sl_proto_reason(char *out, size_t size, const char *reason)
+{
+    if (!size)
+        return;
+    size_t n = reason ? strlen(reason) : 0;
+    if (n > size - 1) {
+        n = size - 1;
+        /* Back off continuation bytes (10xxxxxx) to a character start. */
+        while (n > 0 && ((unsigned char)reason[n] & 0xc0) == 0x80)
+            n--;
+    }
+    if (n)
+        memcpy(out, reason, n);
+    out[n] = '\0';
+}

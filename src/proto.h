@@ -49,6 +49,13 @@ typedef enum {
 #define SL_LEASE_LEN 32
 #define SL_HDR_MAX 256
 
+/* Longest reason (Sluice-Reason) kept; longer ones are cut. */
+#define SL_REASON_MAX 1024
+
+/* Copies reason into out (size > SL_REASON_MAX is enough), cut at
+ * size-1 bytes without splitting a UTF-8 character; NULL becomes "". */
+void sl_proto_reason(char *out, size_t size, const char *reason);
+
 /* Writes "sluice.<job>.<name>" into buf (size >= 256). */
 void sl_proto_subject(char *buf, size_t size, const char *job, sl_subject s);
 

@@ -17,8 +17,6 @@
 #include "sink.h"
 #include "stop.h"
 
-#define MAX_REASON 1024
-
 typedef struct {
     const sl_config *cfg;
     sl_bus *bus;
@@ -68,8 +66,8 @@ static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr,
         const char *id;
         if (!object_id(obj, "id", num, sizeof num, &id)) {
             char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            st = sl_sink_dead(s->sink, chunk, (int64_t)i, "mapped object has no \"id\" string or integer",
-                              raw, raw ? strlen(raw) : 0);
+            st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i,
+                              "mapped object has no \"id\" string or integer", raw, raw ? strlen(raw) : 0);
             free(raw);
             if (st)
                 goto fail;
@@ -170,21 +168,30 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         bad(s, m, "bad_header", "header Sluice-Reason missing");
         goto out;
     }
-    char why[MAX_REASON + 1];
-    snprintf(why, sizeof why, "%s", reason);
+    char why[SL_REASON_MAX + 1];
+    sl_proto_reason(why, sizeof why, reason);
+    const char *stage = object < 0 ? "fetcher" : "mapper";
     pthread_mutex_lock(&s->mu);
     if ((st = sl_sink_begin(s->sink)) == SL_OK &&
-        (st = sl_sink_dead(s->sink, chunk, object, why, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m))) ==
-            SL_OK)
+        (st = sl_sink_dead(s->sink, chunk, stage, object, why, natsMsg_GetData(m),
+                           (size_t)natsMsg_GetDataLength(m))) == SL_OK)
         st = sl_sink_commit(s->sink);
     if (st != SL_OK)
         sl_sink_rollback(s->sink);
     pthread_mutex_unlock(&s->mu);
-    if (st != SL_OK)
+    if (st != SL_OK) {
+        /* No ack: the sender keeps the dead letter and sends it again. */
         sl_error("dead letter not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
-    else
-        sl_info("dead letter saved", "chunk=%" PRId64 " object=%" PRId64 " reason=%s", chunk, object,
-                sl_log_q(why));
+        goto out;
+    }
+    sl_info("dead letter saved", "chunk=%" PRId64 " stage=%s object=%" PRId64 " reason=%s", chunk, stage, object,
+            sl_log_q(why));
+    const char *reply = natsMsg_GetReply(m);
+    if (reply && reply[0]) {
+        natsMsg *ack = sl_msg_new(reply, NULL, NULL, 0);
+        sl_bus_publish(s->bus, ack);
+        natsMsg_Destroy(ack);
+    }
 out:
     natsMsg_Destroy(m);
 }

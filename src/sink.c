@@ -36,10 +36,10 @@ sl_status sl_sink_put(sl_sink *s, const char *id, const char *doc, size_t doclen
     return s->ops->put(s->impl, id, doc, doclen, chunk);
 }
 
-sl_status sl_sink_dead(sl_sink *s, int64_t chunk, int64_t object, const char *reason,
-                       const void *raw, size_t rawlen)
+sl_status sl_sink_dead(sl_sink *s, int64_t chunk, const char *stage, int64_t object,
+                       const char *reason, const void *raw, size_t rawlen)
 {
-    return s->ops->dead(s->impl, chunk, object, reason, raw, rawlen);
+    return s->ops->dead(s->impl, chunk, stage, object, reason, raw, rawlen);
 }
 
 sl_status sl_sink_chunk(sl_sink *s, int64_t chunk, int64_t count, int64_t attempt)

@@ -22,11 +22,12 @@ sl_status sl_sink_open(sl_sink **out, const char *uri);
 sl_status sl_sink_begin(sl_sink *s);
 /* Upserts the object with this id; doc is its JSON text. */
 sl_status sl_sink_put(sl_sink *s, const char *id, const char *doc, size_t doclen, int64_t chunk);
-/* Records a dead letter: object index `object` of chunk (-1: the whole
- * chunk), why, and the raw bytes. Re-recording the same (chunk, object)
- * replaces it. */
-sl_status sl_sink_dead(sl_sink *s, int64_t chunk, int64_t object, const char *reason,
-                       const void *raw, size_t rawlen);
+/* Records a dead letter: where it died (`stage`: "fetcher" for a whole
+ * chunk, "mapper" for a source object, "saver" for a mapped object), its
+ * index `object` in that stage's array (-1: the whole chunk), why, and the
+ * raw bytes. Re-recording the same (chunk, stage, object) replaces it. */
+sl_status sl_sink_dead(sl_sink *s, int64_t chunk, const char *stage, int64_t object,
+                       const char *reason, const void *raw, size_t rawlen);
 /* Records that chunk was saved with `count` objects on `attempt`. */
 sl_status sl_sink_chunk(sl_sink *s, int64_t chunk, int64_t count, int64_t attempt);
 sl_status sl_sink_commit(sl_sink *s);
@@ -38,8 +39,8 @@ void sl_sink_destroy(sl_sink *s); /* accepts NULL */
 typedef struct {
     sl_status (*begin)(void *impl);
     sl_status (*put)(void *impl, const char *id, const char *doc, size_t doclen, int64_t chunk);
-    sl_status (*dead)(void *impl, int64_t chunk, int64_t object, const char *reason,
-                      const void *raw, size_t rawlen);
+    sl_status (*dead)(void *impl, int64_t chunk, const char *stage, int64_t object,
+                      const char *reason, const void *raw, size_t rawlen);
     sl_status (*chunk)(void *impl, int64_t chunk, int64_t count, int64_t attempt);
     sl_status (*commit)(void *impl);
     void (*rollback)(void *impl);

@@ -1,9 +1,11 @@
 /* sink_sqlite.c - the default sink: a SQLite file (schema in DESIGN.md).
  *
  *   objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL, chunk INTEGER NOT NULL)
- *   chunks(idx INTEGER PRIMARY KEY, count INTEGER, attempt INTEGER, saved_at TEXT)
- *   dead_letters(chunk INTEGER, object INTEGER, reason TEXT, raw BLOB,
- *                PRIMARY KEY (chunk, object))
+ *   chunks(idx INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+ *          attempt INTEGER NOT NULL, saved_at TEXT NOT NULL)
+ *   dead_letters(chunk INTEGER NOT NULL, stage TEXT NOT NULL,
+ *                object INTEGER NOT NULL, reason TEXT NOT NULL, raw BLOB,
+ *                PRIMARY KEY (chunk, stage, object))
  *
  * synchronous=FULL: a chunk is confirmed right after its commit, so a commit
  * must survive a power loss, or the fetcher would mark done a chunk that is
@@ -49,14 +51,15 @@ static sl_status sq_put(void *impl, const char *id, const char *doc, size_t docl
     return step(s, s->put, "save object");
 }
 
-static sl_status sq_dead(void *impl, int64_t chunk, int64_t object, const char *reason, const void *raw,
-                         size_t rawlen)
+static sl_status sq_dead(void *impl, int64_t chunk, const char *stage, int64_t object, const char *reason,
+                         const void *raw, size_t rawlen)
 {
     sqlite_sink *s = impl;
     sqlite3_bind_int64(s->dead, 1, chunk);
-    sqlite3_bind_int64(s->dead, 2, object);
-    sqlite3_bind_text(s->dead, 3, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s->dead, 4, raw, (int)rawlen, SQLITE_STATIC);
+    sqlite3_bind_text(s->dead, 2, stage, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->dead, 3, object);
+    sqlite3_bind_text(s->dead, 4, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s->dead, 5, raw, (int)rawlen, SQLITE_STATIC);
     return step(s, s->dead, "save dead letter");
 }
 
@@ -116,14 +119,14 @@ sl_status sl_sink_sqlite_open(const char *path, void **impl, const sl_sink_ops *
                          "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
                          " count INTEGER NOT NULL, attempt INTEGER NOT NULL, saved_at TEXT NOT NULL);"
                          "CREATE TABLE IF NOT EXISTS dead_letters(chunk INTEGER NOT NULL,"
-                         " object INTEGER NOT NULL, reason TEXT NOT NULL, raw BLOB,"
-                         " PRIMARY KEY (chunk, object));")))
+                         " stage TEXT NOT NULL, object INTEGER NOT NULL, reason TEXT NOT NULL,"
+                         " raw BLOB, PRIMARY KEY (chunk, stage, object));")))
         goto fail;
     if ((st = sl_db_prepare(s->db, "INSERT INTO objects(id, doc, chunk) VALUES (?1, ?2, ?3)"
                                    " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc,"
                                    " chunk = excluded.chunk", &s->put)) ||
-        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO dead_letters(chunk, object, reason, raw)"
-                                   " VALUES (?1, ?2, ?3, ?4)", &s->dead)) ||
+        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO dead_letters(chunk, stage, object, reason,"
+                                   " raw) VALUES (?1, ?2, ?3, ?4, ?5)", &s->dead)) ||
         (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO chunks(idx, count, attempt, saved_at)"
                                    " VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                             &s->chunk)))

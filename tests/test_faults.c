@@ -283,12 +283,14 @@ SL_TEST(mapper_dead_letters_bad_objects_and_chunks, 30)
     CHECK_STR((const char *)sqlite3_column_text(q, 1), "{\"id\":\"c3\",\"name\":\"Zoë O'Brien\"}");
     CHECK(sqlite3_step(q) == SQLITE_DONE);
     sqlite3_finalize(q);
-    CHECK(sqlite3_prepare_v2(db, "SELECT chunk, object, reason, raw FROM dead_letters", -1, &q, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "SELECT chunk, object, reason, raw, stage FROM dead_letters", -1, &q, NULL) ==
+          SQLITE_OK);
     CHECK(sqlite3_step(q) == SQLITE_ROW);
     CHECK_INT(sqlite3_column_int64(q, 0), ==, 7);
     CHECK_INT(sqlite3_column_int64(q, 1), ==, 1);
     CHECK(strstr((const char *)sqlite3_column_text(q, 2), "uuid"));
     CHECK(strstr((const char *)sqlite3_column_blob(q, 3), "\"Uuid\""));
+    CHECK_STR((const char *)sqlite3_column_text(q, 4), "mapper");
     CHECK(sqlite3_step(q) == SQLITE_DONE);
     sqlite3_finalize(q);
     sqlite3_close(db);

@@ -1,6 +1,7 @@
 /* test_pipeline.c - the three roles and the launcher against a real
  * nats-server: dispatch, leases, resume, crashes, exactness of the sink. */
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -83,6 +84,10 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
     th_proc *f = th_spawn("fetcher", fargv, env);
     th_proc_wait_log(f, "fetcher started", 10000);
     natsConnection *nc = tp_connect(th_nats_url(ns));
+    char *sink = flag_path("sink", "sqlite:", "out.db");
+    const char *sargv[] = {"sluice", "saver", sink, NULL};
+    th_proc *s = th_spawn("saver", sargv, env);
+    th_proc_wait_log(s, "saver started", 10000);
 
     /* Three chunks, leased in order, each with its own token; the body is
      * exactly the generator's chunk. */
@@ -134,16 +139,41 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
     tp_wait_chunks(nc, "done", 1, 5000);
 
     /* Nobody works on 1 and 2: after two failed attempts they are dead,
-     * the job is over, and the fetcher says so with exit 3. */
+     * their dead letters are in the sink, the job is over, and the fetcher
+     * says so with exit 3. */
     CHECK_INT(th_proc_wait(f, 10000), ==, 3);
     char *log = th_proc_log(f);
     CHECK(strstr(log, "msg=\"chunk dead\" chunk=1"));
     CHECK(strstr(log, "msg=\"chunk dead\" chunk=2"));
     CHECK(strstr(log, "failed 2 times; last: lease expired"));
+    CHECK(strstr(log, "msg=\"dead letter reported\" chunk=1"));
+    CHECK(strstr(log, "msg=\"dead letter reported\" chunk=2"));
     free(log);
+    char *db = th_path("out.db");
+    sqlite3 *sq = NULL;
+    CHECK(sqlite3_open_v2(db, &sq, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_prepare_v2(sq, "SELECT chunk, stage, object, reason, raw FROM dead_letters ORDER BY chunk", -1,
+                             &q, NULL) == SQLITE_OK);
+    for (int c = 1; c <= 2; c++) {
+        CHECK(sqlite3_step(q) == SQLITE_ROW);
+        CHECK_INT(sqlite3_column_int(q, 0), ==, c);
+        CHECK_STR((const char *)sqlite3_column_text(q, 1), "fetcher");
+        CHECK_INT(sqlite3_column_int(q, 2), ==, -1);
+        CHECK(strstr((const char *)sqlite3_column_text(q, 3), "lease expired"));
+        sl_buf want = SL_BUF_INIT;
+        sl_gen_users(1, c, c * 100, c == 2 ? 50 : 100, &want);
+        CHECK_INT(sqlite3_column_bytes(q, 4), ==, (int)want.len);
+        CHECK(memcmp(sqlite3_column_blob(q, 4), want.data, want.len) == 0);
+        sl_buf_free(&want);
+    }
+    CHECK(sqlite3_step(q) == SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(sq);
+    th_proc_free(s);
     natsConnection_Destroy(nc);
     th_nats_stop(ns);
-    free(env_url), free(ledger);
+    free(env_url), free(ledger), free(sink), free(db);
 }
 
 SL_TEST(fetcher_linger_answers_done_and_status, 30)

@@ -1,0 +1,394 @@
+/* test_sink.c - the SQLite sink, read back with sqlite3 directly.
+ *
+ * The schema is a user-facing contract (DESIGN.md): objects(id TEXT PRIMARY
+ * KEY, doc TEXT NOT NULL, chunk INTEGER NOT NULL), chunks (one row per saved
+ * chunk) and dead_letters (chunk, the stage it died in, object, reason, the
+ * raw bytes). */
+#include "test.h"
+
+#include <sqlite3.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sink.h"
+
+static sl_sink *open_sink(const char *path)
+{
+    char uri[4200];
+    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    sl_sink *s = NULL;
+    sl_status st = sl_sink_open(&s, uri);
+    CHECK_MSG(st == SL_OK, "sl_sink_open(%s): %s", uri, sl_errmsg());
+    CHECK(s != NULL);
+    return s;
+}
+
+static sqlite3 *reader(const char *path)
+{
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    return db;
+}
+
+/* The single integer a query returns. */
+static int64_t q_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q = NULL;
+    CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK, "%s: %s", sql,
+              sqlite3_errmsg(db));
+    CHECK_MSG(sqlite3_step(q) == SQLITE_ROW, "%s: no row", sql);
+    int64_t v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+/* The single text a query returns, malloc'd; NULL for SQL NULL. */
+static char *q_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q = NULL;
+    CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK, "%s: %s", sql,
+              sqlite3_errmsg(db));
+    CHECK_MSG(sqlite3_step(q) == SQLITE_ROW, "%s: no row", sql);
+    const unsigned char *t = sqlite3_column_text(q, 0);
+    char *r = t ? strdup((const char *)t) : NULL;
+    sqlite3_finalize(q);
+    return r;
+}
+
+static void check_text(sqlite3 *db, const char *sql, const char *want)
+{
+    char *got = q_text(db, sql);
+    CHECK_MSG(got && !strcmp(got, want), "%s: \"%s\", want \"%s\"", sql, got ? got : "(null)",
+              want);
+    free(got);
+}
+
+/* Column `col` of `table`: its declared type, NOT NULL and primary-key
+ * position, as PRAGMA table_info reports them; fails if it is missing. */
+static void check_column(sqlite3 *db, const char *table, const char *col, const char *type,
+                         int notnull, int pk)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "PRAGMA table_info(%s)", table);
+    sqlite3_stmt *q = NULL;
+    CHECK_INT(sqlite3_prepare_v2(db, sql, -1, &q, NULL), ==, SQLITE_OK);
+    int found = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (strcmp((const char *)sqlite3_column_text(q, 1), col) != 0)
+            continue;
+        found = 1;
+        const char *t = (const char *)sqlite3_column_text(q, 2);
+        CHECK_MSG(t && !strcasecmp(t, type), "%s.%s has type %s, want %s", table, col, t, type);
+        if (notnull >= 0)
+            CHECK_MSG(sqlite3_column_int(q, 3) == notnull, "%s.%s notnull %d, want %d", table,
+                      col, sqlite3_column_int(q, 3), notnull);
+        if (pk >= 0)
+            CHECK_MSG(sqlite3_column_int(q, 5) == pk, "%s.%s pk %d, want %d", table, col,
+                      sqlite3_column_int(q, 5), pk);
+    }
+    sqlite3_finalize(q);
+    CHECK_MSG(found, "table %s has no column %s", table, col);
+}
+
+SL_TEST(sink_open_creates_schema, 5)
+{
+    char *path = th_path("schema.db");
+    sl_sink *s = open_sink(path);
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                        " ('objects', 'chunks', 'dead_letters')"),
+              ==, 3);
+    /* objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL, chunk INTEGER NOT NULL) */
+    check_column(db, "objects", "id", "TEXT", -1, 1);
+    check_column(db, "objects", "doc", "TEXT", 1, 0);
+    check_column(db, "objects", "chunk", "INTEGER", 1, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM pragma_table_info('objects')"), ==, 3);
+    /* chunks: one row per saved chunk, keyed by its index. */
+    check_column(db, "chunks", "idx", "INTEGER", -1, 1);
+    check_column(db, "chunks", "count", "INTEGER", -1, -1);
+    check_column(db, "chunks", "attempt", "INTEGER", -1, -1);
+    check_column(db, "chunks", "saved_at", "TEXT", -1, -1);
+    /* dead_letters: chunk, reason, the raw bytes; keyed by (chunk, stage,
+     * object). */
+    check_column(db, "dead_letters", "chunk", "INTEGER", -1, 1);
+    check_column(db, "dead_letters", "stage", "TEXT", -1, 2);
+    check_column(db, "dead_letters", "object", "INTEGER", -1, 3);
+    check_column(db, "dead_letters", "reason", "TEXT", -1, -1);
+    check_column(db, "dead_letters", "raw", "BLOB", -1, -1);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+
+    /* Opening again keeps the tables (and does not fail on them). */
+    s = open_sink(path);
+    sl_sink_destroy(s);
+    sl_sink_destroy(NULL);
+    free(path);
+}
+
+SL_TEST(sink_put_chunk_commit_persists, 5)
+{
+    char *path = th_path("commit.db");
+    sl_sink *s = open_sink(path);
+    const char *d1 = "{\"id\":\"a\",\"name\":\"Zo\u00eb O'Brien\"}";
+    const char *d2 = "{\"id\":\"b\",\"name\":\"B\"}";
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "a", d1, strlen(d1), 4), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "b", d2, strlen(d2), 4), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 4, 2, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+
+    /* Visible to another connection, i.e. committed, before destroy. */
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 2);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'a'", d1);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'b'", d2);
+    CHECK_INT(q_int(db, "SELECT chunk FROM objects WHERE id = 'a'"), ==, 4);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 1);
+    CHECK_INT(q_int(db, "SELECT count FROM chunks WHERE idx = 4"), ==, 2);
+    CHECK_INT(q_int(db, "SELECT attempt FROM chunks WHERE idx = 4"), ==, 1);
+    /* saved_at is an ISO-8601 UTC time. */
+    char *at = q_text(db, "SELECT saved_at FROM chunks WHERE idx = 4");
+    CHECK_MSG(at && strlen(at) >= 20 && at[4] == '-' && at[10] == 'T' && at[strlen(at) - 1] == 'Z',
+              "saved_at \"%s\"", at ? at : "(null)");
+    free(at);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+
+    /* And after the sink is gone. */
+    db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 2);
+    sqlite3_close(db);
+    free(path);
+}
+
+SL_TEST(sink_put_uses_doclen, 5)
+{
+    char *path = th_path("doclen.db");
+    sl_sink *s = open_sink(path);
+    const char buf[] = "{\"id\":\"x\"}TRAILING GARBAGE";
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "x", buf, 10, 0), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    sqlite3 *db = reader(path);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'x'", "{\"id\":\"x\"}");
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path);
+}
+
+SL_TEST(sink_same_id_twice_keeps_one_row_with_latest_doc, 5)
+{
+    char *path = th_path("upsert.db");
+    sl_sink *s = open_sink(path);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u1", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u2", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 1, 2, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    /* The chunk again (a redelivery), with a changed doc and chunk. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u1", "{\"v\":2}", 7, 9), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 1, 2, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 2);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects WHERE id = 'u1'"), ==, 1);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u1'", "{\"v\":2}");
+    CHECK_INT(q_int(db, "SELECT chunk FROM objects WHERE id = 'u1'"), ==, 9);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u2'", "{\"v\":1}");
+    /* One chunk record, the latest. */
+    CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 1);
+    CHECK_INT(q_int(db, "SELECT attempt FROM chunks WHERE idx = 1"), ==, 2);
+    sqlite3_close(db);
+
+    /* Twice in one transaction too. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u3", "{\"v\":3}", 7, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u3", "{\"v\":4}", 7, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects WHERE id = 'u3'"), ==, 1);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u3'", "{\"v\":4}");
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path);
+}
+
+SL_TEST(sink_rollback_leaves_nothing, 5)
+{
+    char *path = th_path("rollback.db");
+    sl_sink *s = open_sink(path);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "a", "{}", 2, 3), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 3, "mapper", 1, "bad", "x", 1), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 3, 1, 1), ==, SL_OK);
+    sl_sink_rollback(s);
+    sl_sink_rollback(s); /* a second rollback is harmless */
+
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM dead_letters"), ==, 0);
+    sqlite3_close(db);
+
+    /* The sink is usable after a rollback. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "b", "{}", 2, 3), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 3, 1, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 1);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects WHERE id = 'a'"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT attempt FROM chunks WHERE idx = 3"), ==, 2);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path);
+}
+
+SL_TEST(sink_destroy_mid_transaction_commits_nothing, 5)
+{
+    /* A saver that dies (or gives up) between begin and commit must not
+     * leave half a chunk behind. */
+    char *path = th_path("abandon.db");
+    sl_sink *s = open_sink(path);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "a", "{}", 2, 0), ==, SL_OK);
+    sl_sink_destroy(s);
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
+    sqlite3_close(db);
+    free(path);
+}
+
+SL_TEST(sink_dead_letters_replace_by_chunk_stage_and_object, 5)
+{
+    char *path = th_path("dead.db");
+    sl_sink *s = open_sink(path);
+    const unsigned char raw[] = {'{', 0x00, 0xff, '"', 0x80, '}'}; /* not text, not UTF-8 */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 5, "mapper", 2, "first reason", raw, sizeof raw), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 5, "mapper", 3, "other object", "{}", 2), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 5, "saver", 2, "other stage", "{}", 2), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 5, "fetcher", -1, "whole chunk", "[]", 2), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 6, "mapper", 2, "other chunk", "{}", 2), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    /* The chunk again (a redelivery): the same dead letter replaces the
+     * first, it is not added. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 5, "mapper", 2, "second reason", "{\"x\"", 4), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM dead_letters"), ==, 5);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM dead_letters WHERE chunk = 5 AND stage = 'mapper'"
+                        " AND object = 2"),
+              ==, 1);
+    check_text(db, "SELECT reason FROM dead_letters WHERE chunk = 5 AND stage = 'mapper'"
+                   " AND object = 2",
+               "second reason");
+    check_text(db, "SELECT raw FROM dead_letters WHERE chunk = 5 AND stage = 'mapper'"
+                   " AND object = 2",
+               "{\"x\"");
+    check_text(db, "SELECT reason FROM dead_letters WHERE chunk = 5 AND stage = 'saver'"
+                   " AND object = 2",
+               "other stage");
+    check_text(db, "SELECT reason FROM dead_letters WHERE chunk = 5 AND object = -1",
+               "whole chunk");
+    check_text(db, "SELECT stage FROM dead_letters WHERE chunk = 5 AND object = -1", "fetcher");
+    check_text(db, "SELECT reason FROM dead_letters WHERE chunk = 6 AND object = 2",
+               "other chunk");
+    sqlite3_close(db);
+
+    /* Raw bytes are kept byte for byte, NULs and invalid UTF-8 included. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_dead(s, 7, "saver", 0, "binary", raw, sizeof raw), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    db = reader(path);
+    sqlite3_stmt *q = NULL;
+    CHECK_INT(sqlite3_prepare_v2(db, "SELECT raw, typeof(raw) FROM dead_letters WHERE chunk = 7",
+                                 -1, &q, NULL),
+              ==, SQLITE_OK);
+    CHECK_INT(sqlite3_step(q), ==, SQLITE_ROW);
+    CHECK_INT(sqlite3_column_bytes(q, 0), ==, (int)sizeof raw);
+    CHECK(memcmp(sqlite3_column_blob(q, 0), raw, sizeof raw) == 0);
+    CHECK_STR((const char *)sqlite3_column_text(q, 1), "blob");
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path);
+}
+
+SL_TEST(sink_unwritable_path_fails_with_eio, 5)
+{
+    sl_sink *s = NULL;
+    const char *p = "/proc/nonexistent/out.db";
+    CHECK_INT(sl_sink_open(&s, "sqlite:/proc/nonexistent/out.db"), ==, SL_EIO);
+    CHECK(s == NULL);
+    CHECK_MSG(strstr(sl_errmsg(), p) != NULL, "message does not name %s: %s", p, sl_errmsg());
+
+    /* A directory in place of the file. */
+    char uri[4200];
+    snprintf(uri, sizeof uri, "sqlite:%s", th_tmpdir());
+    CHECK_INT(sl_sink_open(&s, uri), ==, SL_EIO);
+    CHECK(s == NULL);
+    CHECK_MSG(strstr(sl_errmsg(), th_tmpdir()) != NULL, "message does not name %s: %s",
+              th_tmpdir(), sl_errmsg());
+
+    /* A file that is not a database. */
+    char *junk = th_path("junk.db");
+    FILE *f = fopen(junk, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < 200; i++)
+        fputs("definitely not an SQLite file\n", f);
+    fclose(f);
+    snprintf(uri, sizeof uri, "sqlite:%s", junk);
+    CHECK_INT(sl_sink_open(&s, uri), ==, SL_EIO);
+    CHECK(s == NULL);
+    CHECK_MSG(strstr(sl_errmsg(), junk) != NULL, "message does not name %s: %s", junk, sl_errmsg());
+    free(junk);
+}
+
+SL_TEST(sink_unknown_uri_refused, 5)
+{
+    static const char *bad[] = {"postgres://x", "nonsense", "", "sqlite:", "sqlite", "SQLITE:x.db",
+                                "file:x.db"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sl_sink *s = NULL;
+        CHECK_MSG(sl_sink_open(&s, bad[i]) == SL_EINVAL, "sink \"%s\" accepted", bad[i]);
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(sl_errmsg(), bad[i]) != NULL, "message does not name \"%s\": %s", bad[i],
+                  sl_errmsg());
+    }
+    /* Nothing was created under the names either. */
+    CHECK(access("nonsense", F_OK) != 0);
+}
+
+SL_TEST(sink_two_sinks_share_a_file, 10)
+{
+    /* Several savers write to one SQLite file: each chunk is its own
+     * transaction, and the rows of both end up there. */
+    char *path = th_path("shared.db");
+    sl_sink *a = open_sink(path), *b = open_sink(path);
+    for (int round = 0; round < 20; round++) {
+        sl_sink *s = round % 2 ? b : a;
+        char id[32], doc[64];
+        CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+        for (int k = 0; k < 5; k++) {
+            snprintf(id, sizeof id, "obj-%d-%d", round, k);
+            snprintf(doc, sizeof doc, "{\"id\":\"%s\"}", id);
+            CHECK_INT(sl_sink_put(s, id, doc, strlen(doc), round), ==, SL_OK);
+        }
+        CHECK_INT(sl_sink_chunk(s, round, 5, 1), ==, SL_OK);
+        CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    }
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 100);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 20);
+    sqlite3_close(db);
+    sl_sink_destroy(a);
+    sl_sink_destroy(b);
+    free(path);
+}
