@@ -78,6 +78,15 @@ void tp_wait_chunks(natsConnection *nc, const char *field, int64_t want, int tim
     tp_wait_stat(nc, "chunks", field, want, timeout_ms);
 }
 
+char *tp_flag(const char *flag, const char *prefix, const char *name)
+{
+    char *p = th_path(name);
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_printf(&b, "--%s=%s%s", flag, prefix, p);
+    free(p);
+    return b.data;
+}
+
 char *tp_env_url(const char *url)
 {
     sl_buf b = SL_BUF_INIT;

@@ -33,6 +33,10 @@ void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64
 /* Polls P.status until the integer a.b (b may be NULL) is >= want. */
 void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms);
 
+/* "--<flag>=<prefix><tmpdir>/<name>", e.g. tp_flag("sink", "sqlite:",
+ * "out.db"); the caller frees it. */
+char *tp_flag(const char *flag, const char *prefix, const char *name);
+
 /* "NATS_URL=<url>", owned by the caller (free). */
 char *tp_env_url(const char *url);
 

@@ -90,15 +90,12 @@ SL_TEST(cli_no_nats_is_one_line_exit_1, 30)
 {
     char url[64];
     snprintf(url, sizeof url, "NATS_URL=nats://127.0.0.1:%d", th_free_port());
-    char *ledger = th_path("x.ledger"), *sink = th_path("x.db");
-    sl_buf lf = SL_BUF_INIT, sf = SL_BUF_INIT;
-    sl_buf_printf(&lf, "--ledger=%s", ledger);
-    sl_buf_printf(&sf, "--sink=sqlite:%s", sink);
+    char *lf = tp_flag("ledger", "", "x.ledger"), *sf = tp_flag("sink", "sqlite:", "x.db");
     const char *env[] = {url, "SLUICE_CONNECT_TIMEOUT_MS=1000", NULL};
     const char *cases[][4] = {
-        {"sluice", "fetcher", lf.data, NULL},
+        {"sluice", "fetcher", lf, NULL},
         {"sluice", "mapper", NULL},
-        {"sluice", "saver", sf.data, NULL},
+        {"sluice", "saver", sf, NULL},
         {"sluice", "status", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -110,7 +107,7 @@ SL_TEST(cli_no_nats_is_one_line_exit_1, 30)
         CHECK_MSG(lines(last) == 1, "%s", out);
         free(out);
     }
-    free(ledger), free(sink), sl_buf_free(&lf), sl_buf_free(&sf);
+    free(lf), free(sf);
 }
 
 SL_TEST(cli_wrong_credentials_exit_1, 30)
@@ -157,15 +154,13 @@ SL_TEST(cli_unwritable_database_exit_1, 60)
     free(out);
     /* The launcher does not restart such a saver forever: it gives up
      * with the saver's own error. */
-    char *ledger2 = th_path("run.ledger");
-    sl_buf lf = SL_BUF_INIT;
-    sl_buf_printf(&lf, "--ledger=%s", ledger2);
-    const char *rargv[] = {"sluice", "run", "--objects", "1000", sink.data, lf.data, NULL};
+    char *lf = tp_flag("ledger", "", "run.ledger");
+    const char *rargv[] = {"sluice", "run", "--objects", "1000", sink.data, lf, NULL};
     CHECK_INT(th_run(rargv, NULL, &out, 50000), ==, 1);
     CHECK_MSG(strstr(out, "keeps failing at start") && strstr(out, dir), "%s", out);
     free(out);
-    free(dir), free(ledger2), free(url);
-    sl_buf_free(&sink), sl_buf_free(&ledger), sl_buf_free(&lf);
+    free(dir), free(url), free(lf);
+    sl_buf_free(&sink), sl_buf_free(&ledger);
     th_nats_stop(ns);
 }
 
@@ -184,12 +179,10 @@ static pid_t child_pid(th_proc *run, const char *child)
 
 SL_TEST(run_restarts_a_killed_child, 90)
 {
-    char *sink = th_path("out.db"), *ledger = th_path("run.ledger");
-    sl_buf sf = SL_BUF_INIT, lf = SL_BUF_INIT;
-    sl_buf_printf(&sf, "--sink=sqlite:%s", sink);
-    sl_buf_printf(&lf, "--ledger=%s", ledger);
+    char *sink = th_path("out.db"), *sf = tp_flag("sink", "sqlite:", "out.db");
+    char *lf = tp_flag("ledger", "", "run.ledger");
     const char *argv[] = {"sluice", "run", "--objects", "10000", "--mappers", "2", "--work-ms", "40",
-                          "--lease-ms", "1000", sf.data, lf.data, NULL};
+                          "--lease-ms", "1000", sf, lf, NULL};
     th_proc *run = th_spawn("run", argv, NULL);
     pid_t m1 = child_pid(run, "mapper.1"), s1 = child_pid(run, "saver.1"), f = child_pid(run, "fetcher");
     th_proc_wait_log(run, "progress", 20000);
@@ -206,18 +199,16 @@ SL_TEST(run_restarts_a_killed_child, 90)
     CHECK(strstr(log, "objects saved   10000 of 10000"));
     free(log);
     tp_verify_sink(sink, 10000, 100, 0);
-    free(sink), free(ledger), sl_buf_free(&sf), sl_buf_free(&lf);
+    free(sink), free(sf), free(lf);
     th_proc_free(run);
 }
 
 SL_TEST(run_interrupt_stops_everything, 60)
 {
-    char *sink = th_path("out.db"), *ledger = th_path("run.ledger");
-    sl_buf sf = SL_BUF_INIT, lf = SL_BUF_INIT;
-    sl_buf_printf(&sf, "--sink=sqlite:%s", sink);
-    sl_buf_printf(&lf, "--ledger=%s", ledger);
+    char *sink = th_path("out.db"), *sf = tp_flag("sink", "sqlite:", "out.db");
+    char *lf = tp_flag("ledger", "", "run.ledger");
     const char *argv[] = {"sluice", "run", "--objects", "100000", "--mappers", "2", "--work-ms", "1000",
-                          sf.data, lf.data, NULL};
+                          sf, lf, NULL};
     th_proc *run = th_spawn("run", argv, NULL);
     pid_t pids[3] = {child_pid(run, "fetcher"), child_pid(run, "mapper.2"), child_pid(run, "saver.1")};
     th_proc_wait_log(run, "mapper started", 10000);
@@ -228,6 +219,6 @@ SL_TEST(run_interrupt_stops_everything, 60)
     char *log = th_proc_log(run);
     CHECK(strstr(log, "interrupted; stopping"));
     free(log);
-    free(sink), free(ledger), sl_buf_free(&sf), sl_buf_free(&lf);
+    free(sink), free(sf), free(lf);
     th_proc_free(run);
 }

@@ -28,14 +28,8 @@ static void job_start(job *j)
     j->env[0] = j->env_url;
     j->env[1] = NULL;
     j->db = th_path("out.db");
-    sl_buf b = SL_BUF_INIT;
-    sl_buf_printf(&b, "--sink=sqlite:%s", j->db);
-    j->sink_flag = b.data;
-    char *l = th_path("job.ledger");
-    sl_buf c = SL_BUF_INIT;
-    sl_buf_printf(&c, "--ledger=%s", l);
-    j->ledger_flag = c.data;
-    free(l);
+    j->sink_flag = tp_flag("sink", "sqlite:", "out.db");
+    j->ledger_flag = tp_flag("ledger", "", "job.ledger");
     j->nc = tp_connect(th_nats_url(j->ns));
 }
 

@@ -12,16 +12,6 @@
 #include "source_gen.h"
 #include "test.h"
 
-/* "--flag=value" strings for a test's files. */
-static char *flag_path(const char *flag, const char *prefix, const char *name)
-{
-    char *p = th_path(name);
-    sl_buf b = SL_BUF_INIT;
-    sl_buf_printf(&b, "--%s=%s%s", flag, prefix, p);
-    free(p);
-    return b.data;
-}
-
 /* Requests P.work as a mapper would; returns the reply (caller destroys). */
 static natsMsg *ask_work(natsConnection *nc)
 {
@@ -44,7 +34,7 @@ static const char *hdr(natsMsg *m, const char *key)
 SL_TEST(pipeline_run_exact_small_and_odd_sizes, 60)
 {
     /* 1234 objects in chunks of 100: the last chunk holds 34. */
-    char *sink = flag_path("sink", "sqlite:", "out.db"), *ledger = flag_path("ledger", "", "l.ledger");
+    char *sink = tp_flag("sink", "sqlite:", "out.db"), *ledger = tp_flag("ledger", "", "l.ledger");
     const char *argv[] = {"sluice", "run", "--objects", "1234", "--chunk-size", "100", "--mappers", "3",
                           "--savers", "2", sink, ledger, NULL};
     char *out = NULL;
@@ -61,7 +51,7 @@ SL_TEST(pipeline_run_exact_small_and_odd_sizes, 60)
 SL_TEST(pipeline_reference_job, 120)
 {
     /* The reference job, 100,000 users in 1000 chunks, every row checked. */
-    char *sink = flag_path("sink", "sqlite:", "ref.db"), *ledger = flag_path("ledger", "", "ref.ledger");
+    char *sink = tp_flag("sink", "sqlite:", "ref.db"), *ledger = tp_flag("ledger", "", "ref.ledger");
     const char *argv[] = {"sluice", "run", "--fresh", sink, ledger, NULL};
     char *out = NULL;
     int rc = th_run(argv, NULL, &out, 110000);
@@ -77,14 +67,14 @@ SL_TEST(pipeline_reference_job, 120)
 SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
 {
     th_nats *ns = th_nats_start(NULL);
-    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = tp_flag("ledger", "", "f.ledger");
     const char *env[] = {env_url, NULL};
     const char *fargv[] = {"sluice", "fetcher", "--objects", "250", "--chunk-size", "100", "--lease-ms", "400",
                            "--max-attempts", "2", ledger, NULL};
     th_proc *f = th_spawn("fetcher", fargv, env);
     th_proc_wait_log(f, "fetcher started", 10000);
     natsConnection *nc = tp_connect(th_nats_url(ns));
-    char *sink = flag_path("sink", "sqlite:", "out.db");
+    char *sink = tp_flag("sink", "sqlite:", "out.db");
     const char *sargv[] = {"sluice", "saver", sink, NULL};
     th_proc *s = th_spawn("saver", sargv, env);
     th_proc_wait_log(s, "saver started", 10000);
@@ -179,7 +169,7 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
 SL_TEST(fetcher_linger_answers_done_and_status, 30)
 {
     th_nats *ns = th_nats_start(NULL);
-    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = tp_flag("ledger", "", "f.ledger");
     const char *env[] = {env_url, NULL};
     const char *fargv[] = {"sluice", "fetcher", "--objects", "100", "--linger", ledger, NULL};
     th_proc *f = th_spawn("fetcher", fargv, env);
@@ -221,8 +211,8 @@ SL_TEST(mapper_extends_leases_of_long_chunks, 30)
     /* Each chunk takes 1.2 s of simulated work under a 500 ms lease: only
      * P.progress every lease/3 keeps it from being sent again. */
     th_nats *ns = th_nats_start(NULL);
-    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = flag_path("ledger", "", "f.ledger");
-    char *sink = flag_path("sink", "sqlite:", "out.db");
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = tp_flag("ledger", "", "f.ledger");
+    char *sink = tp_flag("sink", "sqlite:", "out.db");
     const char *env[] = {env_url, NULL};
     const char *fargv[] = {"sluice", "fetcher", "--objects", "300", "--lease-ms", "500", ledger, NULL};
     const char *margv[] = {"sluice", "mapper", "--work-ms", "1200", NULL};
