@@ -4,7 +4,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libnats jansson sqlite3
+PKGS    := libnats jansson sqlite3 libmicrohttpd libcurl
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
            -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -13,11 +13,13 @@ DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 # Debian packages that building, running and testing need.
 DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
-        libsqlite3-dev
+        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev prometheus
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
 TESTSRC  := $(wildcard tests/*.c)
-OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
+# deploy/prometheus's files, linked into the binary for `sluice run --monitor`.
+ASSETS   := deploy/prometheus/prometheus.yml deploy/prometheus/rules.yml
+OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o) $(ASSETS:%=$(BUILD)/obj/assets/%.o)
 MAINOBJ  := $(BUILD)/obj/main.o
 TESTOBJ  := $(TESTSRC:tests/%.c=$(BUILD)/obj/tests/%.o)
 
@@ -26,6 +28,10 @@ all: $(BUILD)/sluice
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/assets/%.o: %
+	@mkdir -p $(dir $@)
+	ld -r -b binary -z noexecstack -o $@ $<
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -37,7 +43,7 @@ $(BUILD)/sluice: $(OBJ) $(MAINOBJ)
 $(BUILD)/sluice-test: $(OBJ) $(TESTOBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(DEPLIBS)
 
--include $(OBJ:.o=.d) $(MAINOBJ:.o=.d) $(TESTOBJ:.o=.d)
+-include $(filter-out $(BUILD)/obj/assets/%,$(OBJ:.o=.d)) $(MAINOBJ:.o=.d) $(TESTOBJ:.o=.d)
 
 # Installs the Debian packages that are missing; does nothing when all are
 # there, so it needs root (and apt) only on a machine that never saw sluice.

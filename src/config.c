@@ -34,7 +34,8 @@ static sl_status check_job(const char *v, const char *from)
     return SL_OK;
 }
 
-#define ALL (SL_CMD_RUN | SL_CMD_FETCHER | SL_CMD_MAPPER | SL_CMD_SAVER | SL_CMD_STATUS)
+#define ALL (SL_CMD_RUN | SL_CMD_FETCHER | SL_CMD_MAPPER | SL_CMD_SAVER | SL_CMD_STATUS | SL_CMD_EXPORTER)
+#define ROLES (SL_CMD_FETCHER | SL_CMD_MAPPER | SL_CMD_SAVER | SL_CMD_EXPORTER)
 #define RF (SL_CMD_RUN | SL_CMD_FETCHER)
 #define RM (SL_CMD_RUN | SL_CMD_MAPPER)
 #define RS (SL_CMD_RUN | SL_CMD_SAVER)
@@ -59,6 +60,8 @@ static const opt opts[] = {
     {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL, "logfmt or json", NULL},
     {"log-level", "SLUICE_LOG_LEVEL", "LEVEL", T_STR, OFF(log_level), "info", 0, 0, ALL,
      "debug, info, warn or error", NULL},
+    {"http", "SLUICE_HTTP", "ADDR", T_STR, OFF(http), "", 0, 0, ROLES,
+     "serve /metrics, /healthz and /readyz on HOST:PORT or :PORT (nats-exporter: :7777 when unset)", NULL},
     {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF, "where the objects come from", NULL},
     {"objects", "SLUICE_OBJECTS", "N", T_INT, OFF(objects), "100000", 1, INT64_C(1000000000000), RF,
      "number of objects the generator makes", NULL},
@@ -84,6 +87,12 @@ static const opt opts[] = {
     {"savers", "SLUICE_SAVERS", "M", T_INT, OFF(savers), "1", 1, 100, SL_CMD_RUN, "saver processes", NULL},
     {"nats-server", "SLUICE_NATS_SERVER", "PATH", T_STR, OFF(nats_server), "nats-server", 0, 0, SL_CMD_RUN,
      "the nats-server binary run starts when NATS_URL is unset", NULL},
+    {"monitor", "SLUICE_MONITOR", NULL, T_BOOL, OFF(monitor), "false", 0, 0, SL_CMD_RUN,
+     "also run the NATS exporter and a local Prometheus scraping everything, and print its URL", NULL},
+    {"prometheus", "SLUICE_PROMETHEUS", "PATH", T_STR, OFF(prometheus), "prometheus", 0, 0, SL_CMD_RUN,
+     "the Prometheus binary --monitor starts", NULL},
+    {"nats-monitor", "SLUICE_NATS_MONITOR", "URL", T_STR, OFF(nats_monitor), "http://127.0.0.1:8222", 0, 0,
+     SL_CMD_EXPORTER, "nats-server's monitoring endpoint (its -m port)", NULL},
     {"progress-ms", "SLUICE_PROGRESS_MS", "MS", T_INT, OFF(progress_ms), "0", 0, 3600000, SL_CMD_RUN,
      "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)", NULL},
 };
@@ -110,6 +119,10 @@ static const struct {
      "Runs one saver: writes each mapped chunk to the sink in one transaction,\n"
      "then confirms it to the fetcher."},
     {SL_CMD_STATUS, "status", "Asks the job's fetcher where the job stands and prints it."},
+    {SL_CMD_EXPORTER, "nats-exporter",
+     "Serves a nats-server's monitoring data (/varz, /connz) as Prometheus\n"
+     "metrics on /metrics, with the names the official prometheus-nats-exporter\n"
+     "gives them with -prefix=nats (nats_varz_cpu, nats_connz_num_connections, ...)."},
 };
 
 static const char *command_name(sl_command cmd)

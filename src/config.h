@@ -21,6 +21,7 @@ typedef enum {
     SL_CMD_MAPPER = 1 << 2,
     SL_CMD_SAVER = 1 << 3,
     SL_CMD_STATUS = 1 << 4,
+    SL_CMD_EXPORTER = 1 << 5,
 } sl_command;
 
 typedef struct {
@@ -38,6 +39,7 @@ typedef struct {
     char *job;
     char *log_format;
     char *log_level;
+    char *http;         /* HOST:PORT of /metrics, /healthz, /readyz; "" = off */
     /* fetcher */
     char *source;
     int64_t objects;
@@ -58,6 +60,10 @@ typedef struct {
     int64_t savers;
     char *nats_server;
     int64_t progress_ms;
+    bool monitor;       /* also start Prometheus */
+    char *prometheus;   /* its binary */
+    /* nats-exporter */
+    char *nats_monitor; /* nats-server's monitoring URL */
 } sl_config;
 
 /* Fills cfg for `cmd` from defaults, environment and argv (the arguments

@@ -19,6 +19,7 @@
 #include "roles.h"
 #include "source.h"
 #include "stop.h"
+#include "telemetry.h"
 
 #define TICK_MS 20
 #define FLUSH_MS 100
@@ -48,17 +49,19 @@ typedef struct {
     pthread_mutex_t mu;
     int64_t started_ms;
     int64_t saved_at_start; /* objects already saved when this process began */
-    int64_t leases_expired, leases_extended, leases_released;
-    int64_t bad[BAD_COUNT];
+    sl_telemetry tel;
+    sl_metric *bad[BAD_COUNT];
+    sl_metric *leases_issued, *leases_expired, *leases_extended, *leases_released;
+    sl_metric *chunks[4], *job_chunks, *job_objects, *objects_saved, *objects_fetched, *redeliveries;
+    sl_metric *unreported, *requests_chunk, *requests_wait, *requests_done;
+    bool ledger_ok;     /* the last ledger write worked */
     bool complete;
     int64_t next_report; /* when to try reporting dead letters again */
 } fetcher;
 
 static void count_bad(fetcher *f, bad_reason why, natsMsg *m, const char *detail)
 {
-    pthread_mutex_lock(&f->mu);
-    f->bad[why]++;
-    pthread_mutex_unlock(&f->mu);
+    sl_metric_inc(f->bad[why]);
     sl_warn("bad message", "subject=%s reason=%s detail=%s", natsMsg_GetSubject(m), bad_names[why],
             sl_log_q(detail));
 }
@@ -143,10 +146,12 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     bool got = !complete && sl_ledger_lease(f->ledger, sl_now_ms(), f->cfg->lease_ms, &chunk, &attempt, token);
     pthread_mutex_unlock(&f->mu);
     if (!got) {
+        sl_metric_inc(complete ? f->requests_done : f->requests_wait);
         reply_status(f, reply, complete ? SL_STATUS_DONE : SL_STATUS_WAIT,
                      complete ? DONE_RETRY_MS : WAIT_RETRY_MS);
         goto out;
     }
+    sl_metric_inc(f->leases_issued);
 
     sl_buf body = SL_BUF_INIT;
     sl_status st = sl_source_chunk(f->src, chunk, &body);
@@ -174,9 +179,12 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         if (died)
             log_dead(chunk, why.data);
         sl_buf_free(&why);
+        sl_metric_inc(f->requests_wait);
         reply_status(f, reply, SL_STATUS_WAIT, WAIT_RETRY_MS);
         goto out;
     }
+    sl_metric_inc(f->requests_chunk);
+    sl_metric_add(f->objects_fetched, (double)sl_source_chunk_len(f->src, chunk));
     sl_debug("leased", "chunk=%" PRId64 " attempt=%" PRId64 " worker=%s", chunk, attempt,
              sl_log_q(worker ? worker : ""));
 out:
@@ -193,7 +201,7 @@ static void on_progress(natsConnection *nc, natsSubscription *sub, natsMsg *m, v
         pthread_mutex_lock(&f->mu);
         sl_status st = sl_ledger_extend(f->ledger, chunk, token, sl_now_ms(), f->cfg->lease_ms);
         if (st == SL_OK)
-            f->leases_extended++;
+            sl_metric_inc(f->leases_extended);
         pthread_mutex_unlock(&f->mu);
         if (st != SL_OK)
             count_bad(f, BAD_STALE_LEASE, m, sl_errmsg());
@@ -219,7 +227,7 @@ static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
         pthread_mutex_lock(&f->mu);
         sl_status st = sl_ledger_release(f->ledger, chunk, token, reason, f->cfg->max_attempts, &died);
         if (st == SL_OK)
-            f->leases_released++;
+            sl_metric_inc(f->leases_released);
         const char *why = died ? sl_ledger_reason(f->ledger, chunk) : NULL;
         char *why_copy = why ? sl_xstrdup(why) : NULL;
         pthread_mutex_unlock(&f->mu);
@@ -273,7 +281,7 @@ static char *status_json(fetcher *f)
     sl_ledger_counts_get(f->ledger, &c);
     json_t *bad = json_object();
     for (int i = 0; i < BAD_COUNT; i++)
-        json_object_set_new(bad, bad_names[i], json_integer(f->bad[i]));
+        json_object_set_new(bad, bad_names[i], json_integer((json_int_t)sl_metric_get(f->bad[i])));
     json_t *dead = json_array();
     for (int64_t i = 0; i < c.chunks && json_array_size(dead) < 100 && c.dead > 0; i++)
         if (sl_ledger_state(f->ledger, i) == SL_CHUNK_DEAD) {
@@ -291,8 +299,9 @@ static char *status_json(fetcher *f)
         "objects", "total", (json_int_t)sl_source_objects(f->src), "saved", (json_int_t)c.objects_saved,
         "dead", (json_int_t)c.objects_dead, "saved_before", (json_int_t)f->saved_at_start,
         "redeliveries", (json_int_t)c.redeliveries,
-        "leases", "expired", (json_int_t)f->leases_expired, "extended", (json_int_t)f->leases_extended,
-        "released", (json_int_t)f->leases_released, "lease_ms", (json_int_t)f->cfg->lease_ms,
+        "leases", "expired", (json_int_t)sl_metric_get(f->leases_expired), "extended",
+        (json_int_t)sl_metric_get(f->leases_extended), "released", (json_int_t)sl_metric_get(f->leases_released),
+        "lease_ms", (json_int_t)f->cfg->lease_ms,
         "bad_messages", bad, "dead_chunks", dead, "elapsed_s", elapsed, "objects_per_s", rate,
         "reconnects", (json_int_t)sl_bus_reconnects(f->bus), "pid", (json_int_t)getpid());
     pthread_mutex_unlock(&f->mu);
@@ -339,7 +348,7 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
     int64_t now = sl_now_ms();
     pthread_mutex_lock(&f->mu);
     int64_t expired = sl_ledger_expire(f->ledger, now, f->cfg->max_attempts, died, MAX_DIED, &ndied);
-    f->leases_expired += expired;
+    sl_metric_add(f->leases_expired, (double)expired);
     for (int64_t k = 0; k < ndied; k++)
         reasons[k] = sl_xstrdup(sl_ledger_reason(f->ledger, died[k]));
     bool complete = sl_ledger_complete(f->ledger);
@@ -384,6 +393,65 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
     return st;
 }
 
+/* The job's gauges, from the ledger, at each scrape. */
+static void collect(void *arg)
+{
+    fetcher *f = arg;
+    sl_ledger_counts c;
+    pthread_mutex_lock(&f->mu);
+    sl_ledger_counts_get(f->ledger, &c);
+    int64_t unrep = sl_ledger_unreported(f->ledger, NULL, 0);
+    pthread_mutex_unlock(&f->mu);
+    sl_metric_set(f->chunks[0], (double)c.pending);
+    sl_metric_set(f->chunks[1], (double)c.leased);
+    sl_metric_set(f->chunks[2], (double)c.done);
+    sl_metric_set(f->chunks[3], (double)c.dead);
+    sl_metric_set(f->objects_saved, (double)c.objects_saved);
+    sl_metric_set(f->redeliveries, (double)c.redeliveries);
+    sl_metric_set(f->unreported, (double)unrep);
+}
+
+static int ready(void *arg, sl_buf *why)
+{
+    fetcher *f = arg;
+    pthread_mutex_lock(&f->mu);
+    bool ok = f->ledger_ok;
+    pthread_mutex_unlock(&f->mu);
+    if (!ok)
+        sl_buf_printf(why, "the ledger %s cannot be written", f->cfg->ledger);
+    return ok;
+}
+
+static void register_metrics(fetcher *f)
+{
+    sl_metrics *m = f->tel.metrics;
+    static const char *states[4] = {"state=\"pending\"", "state=\"leased\"", "state=\"done\"", "state=\"dead\""};
+    for (int i = 0; i < 4; i++)
+        f->chunks[i] = sl_metrics_gauge(m, "sluice_chunks", "Chunks of the job by state.", states[i]);
+    f->job_chunks = sl_metrics_gauge(m, "sluice_job_chunks", "Chunks in the job.", "");
+    f->job_objects = sl_metrics_gauge(m, "sluice_job_objects", "Objects in the job.", "");
+    sl_metric_set(f->job_chunks, (double)sl_source_chunks(f->src));
+    sl_metric_set(f->job_objects, (double)sl_source_objects(f->src));
+    f->objects_saved = sl_metrics_counter(m, "sluice_objects_saved_total",
+                                          "Objects in chunks confirmed saved (the job's count).", "");
+    f->objects_fetched = sl_metrics_counter(m, "sluice_objects_fetched_total",
+                                            "Objects sent to mappers by this fetcher, resends included.", "");
+    f->leases_issued = sl_metrics_counter(m, "sluice_leases_issued_total", "Chunks leased to mappers.", "");
+    f->leases_expired = sl_metrics_counter(m, "sluice_leases_expired_total", "Leases that ran out unconfirmed.", "");
+    f->leases_extended = sl_metrics_counter(m, "sluice_leases_extended_total", "Lease extensions (P.progress).", "");
+    f->leases_released = sl_metrics_counter(m, "sluice_leases_released_total", "Chunks handed back (P.release).", "");
+    f->redeliveries = sl_metrics_counter(m, "sluice_redeliveries_total", "Chunks sent again (the job's count).", "");
+    f->requests_chunk = sl_metrics_counter(m, "sluice_work_requests_total", "Answers to P.work by status.",
+                                           "status=\"chunk\"");
+    f->requests_wait = sl_metrics_counter(m, "sluice_work_requests_total", "", "status=\"wait\"");
+    f->requests_done = sl_metrics_counter(m, "sluice_work_requests_total", "", "status=\"done\"");
+    f->unreported = sl_metrics_gauge(m, "sluice_dead_letters_unreported",
+                                     "Dead chunks whose dead letter no saver has committed yet.", "");
+    for (int i = 0; i < BAD_COUNT; i++)
+        f->bad[i] = sl_telemetry_bad(&f->tel, bad_names[i]);
+    sl_metrics_on_collect(m, collect, f);
+}
+
 int sl_fetcher_main(const sl_config *cfg)
 {
     fetcher f = {.cfg = cfg};
@@ -410,10 +478,18 @@ int sl_fetcher_main(const sl_config *cfg)
     sl_ledger_counts_get(f.ledger, &c);
     f.saved_at_start = c.objects_saved;
     f.started_ms = sl_now_ms();
+    f.ledger_ok = true;
+    if ((st = sl_telemetry_start(&f.tel, cfg, "fetcher", ready, &f))) {
+        fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
+        rc = st == SL_EINVAL ? 2 : 1;
+        goto cleanup;
+    }
+    register_metrics(&f);
     if ((st = sl_bus_open(&f.bus, cfg, "sluice-fetcher"))) {
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
         goto cleanup;
     }
+    sl_telemetry_bus(&f.tel, f.bus);
     if ((st = sl_bus_subscribe(f.bus, SL_SUBJ_WORK, NULL, on_work, &f)) ||
         (st = sl_bus_subscribe(f.bus, SL_SUBJ_PROGRESS, NULL, on_progress, &f)) ||
         (st = sl_bus_subscribe(f.bus, SL_SUBJ_RELEASE, NULL, on_release, &f)) ||
@@ -431,10 +507,14 @@ int sl_fetcher_main(const sl_config *cfg)
 
     int64_t last_flush = sl_now_ms(), last_log = sl_now_ms();
     while (!sl_stop_requested()) {
-        if ((st = tick(&f, &last_flush)) != SL_OK) {
-            /* The ledger's disk failed: keep serving; marks are retried. */
+        st = tick(&f, &last_flush);
+        pthread_mutex_lock(&f.mu);
+        bool was_ok = f.ledger_ok;
+        f.ledger_ok = st == SL_OK;
+        pthread_mutex_unlock(&f.mu);
+        /* The ledger's disk failed: keep serving; marks are retried. */
+        if (st != SL_OK && was_ok)
             sl_error("ledger write failed", "error=%s", sl_log_q(sl_errmsg()));
-        }
         if (f.complete && !cfg->linger)
             break;
         if (sl_now_ms() - last_log >= 10000 && !f.complete) {
@@ -451,7 +531,9 @@ int sl_fetcher_main(const sl_config *cfg)
         rc = 128 + sl_stop_signal();
     }
 cleanup:
-    /* Stop the handlers first: they use the ledger and the source. */
+    /* Stop what reads the ledger and the source first: the HTTP server,
+     * then the NATS handlers. */
+    sl_telemetry_stop(&f.tel);
     sl_bus_close(f.bus, 2000);
     if (f.ledger && (st = sl_ledger_close(f.ledger)) != SL_OK) {
         sl_error("ledger flush failed", "error=%s", sl_log_q(sl_errmsg()));

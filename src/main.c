@@ -17,6 +17,7 @@ static const struct {
     {"mapper", SL_CMD_MAPPER, sl_mapper_main, "run one mapper (as many as you like)"},
     {"saver", SL_CMD_SAVER, sl_saver_main, "run one saver"},
     {"status", SL_CMD_STATUS, sl_status_main, "print where a running job stands"},
+    {"nats-exporter", SL_CMD_EXPORTER, sl_nats_exporter_main, "serve nats-server's monitoring data as Prometheus metrics"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -27,7 +28,7 @@ static void usage(FILE *out)
                  "chunks and spreading them over mappers that talk only through NATS.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
-        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-13s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n`sluice <command> --help` lists a command's flags.\n");
 }
 

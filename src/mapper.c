@@ -24,6 +24,7 @@
 #include "log.h"
 #include "roles.h"
 #include "stop.h"
+#include "telemetry.h"
 #include "transform.h"
 
 #define REQUEST_TIMEOUT_MS 5000
@@ -42,6 +43,9 @@ typedef struct {
     char worker[128];
     uint64_t rng;
     int64_t chunks, objects, dead, bad_messages;
+    sl_telemetry tel;
+    sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration;
+    sl_metric *bad_header, *bad_body, *bad_status;
 } mapper;
 
 /* The lease a mapper works under. */
@@ -185,6 +189,7 @@ static bool deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_
 /* Processes one leased chunk. */
 static void process(mapper *mp, natsMsg *reply, lease *l)
 {
+    double started = sl_now_s();
     json_error_t err;
     json_t *in = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
                             JSON_REJECT_DUPLICATES, &err);
@@ -196,6 +201,7 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
             snprintf(why, sizeof why, "chunk body is not JSON: %s at line %d column %d", err.text,
                      err.line, err.column);
         mp->bad_messages++;
+        sl_metric_inc(mp->bad_body);
         sl_warn("bad message", "subject=work-reply reason=bad_body chunk=%" PRId64 " detail=%s", l->chunk,
                 sl_log_q(why));
         /* Hand it back as a failure: the fetcher counts it towards
@@ -240,6 +246,10 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         mp->chunks++;
         mp->objects += count;
         mp->dead += ndead;
+        sl_metric_inc(mp->m_chunks);
+        sl_metric_add(mp->m_objects, (double)count);
+        sl_metric_add(mp->m_dead, (double)ndead);
+        sl_metric_observe(mp->m_duration, sl_now_s() - started);
         sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
                  l->chunk, l->attempt, count, ndead);
     } else {
@@ -330,10 +340,28 @@ int sl_mapper_main(const sl_config *cfg)
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
         return 2;
     }
+    sl_status st0 = sl_telemetry_start(&mp.tel, cfg, "mapper", NULL, NULL);
+    if (st0 != SL_OK) {
+        fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
+        rc = st0 == SL_EINVAL ? 2 : 1;
+        goto cleanup;
+    }
+    sl_metrics *m = mp.tel.metrics;
+    mp.m_objects = sl_metrics_counter(m, "sluice_objects_mapped_total", "Objects transformed and delivered.", "");
+    mp.m_chunks = sl_metrics_counter(m, "sluice_chunks_mapped_total", "Chunks delivered to the savers.", "");
+    mp.m_dead = sl_metrics_counter(m, "sluice_objects_dead_lettered_total", "Objects dead-lettered.", "");
+    mp.m_busy = sl_metrics_gauge(m, "sluice_mapper_busy", "1 while the mapper holds a chunk.", "");
+    mp.m_duration = sl_metrics_histogram(m, "sluice_chunk_duration_seconds",
+                                         "From receiving a chunk to delivering it.", "", sl_metrics_duration_bounds,
+                                         sl_metrics_duration_nbounds);
+    mp.bad_header = sl_telemetry_bad(&mp.tel, "bad_header");
+    mp.bad_body = sl_telemetry_bad(&mp.tel, "bad_body");
+    mp.bad_status = sl_telemetry_bad(&mp.tel, "bad_status");
     if (sl_bus_open(&mp.bus, cfg, "sluice-mapper") != SL_OK) {
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
         goto cleanup;
     }
+    sl_telemetry_bus(&mp.tel, mp.bus);
     if (inbox_sub(&mp, &mp.inbox, &mp.replies) || inbox_sub(&mp, &mp.acks_inbox, &mp.acks)) {
         sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
         goto cleanup;
@@ -368,10 +396,14 @@ int sl_mapper_main(const sl_config *cfg)
             lease l;
             char why[256];
             said_done = false;
-            if (read_lease(reply, &l, why, sizeof why))
+            if (read_lease(reply, &l, why, sizeof why)) {
+                sl_metric_set(mp.m_busy, 1);
                 process(&mp, reply, &l);
+                sl_metric_set(mp.m_busy, 0);
+            }
             else {
                 mp.bad_messages++;
+                sl_metric_inc(mp.bad_header);
                 sl_warn("bad message", "subject=work-reply reason=bad_header detail=%s", sl_log_q(why));
                 sl_stop_sleep(retry);
             }
@@ -386,6 +418,7 @@ int sl_mapper_main(const sl_config *cfg)
             sl_stop_sleep(retry);
         } else {
             mp.bad_messages++;
+            sl_metric_inc(mp.bad_status);
             sl_warn("bad message", "subject=work-reply reason=bad_status status=%s",
                     sl_log_q(status ? status : "(none)"));
             sl_stop_sleep(retry);
@@ -396,6 +429,7 @@ int sl_mapper_main(const sl_config *cfg)
     sl_info("mapper stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64,
             mp.chunks, mp.objects, mp.dead, mp.bad_messages);
 cleanup:
+    sl_telemetry_stop(&mp.tel);
     natsSubscription_Destroy(mp.replies);
     natsSubscription_Destroy(mp.acks);
     sl_bus_close(mp.bus, 2000);

@@ -13,5 +13,6 @@ int sl_mapper_main(const sl_config *cfg);
 int sl_saver_main(const sl_config *cfg);
 int sl_run_main(const sl_config *cfg);
 int sl_status_main(const sl_config *cfg);
+int sl_nats_exporter_main(const sl_config *cfg);
 
 #endif

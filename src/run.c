@@ -19,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,7 +39,18 @@
 #define GIVE_UP_AFTER 3
 #define STOP_GRACE_MS 5000
 
-typedef enum { K_NATS, K_FETCHER, K_SAVER, K_MAPPER } kind;
+/* Infrastructure (nats-server, the exporter, Prometheus) and the roles. */
+typedef enum { K_NATS, K_EXPORTER, K_PROMETHEUS, K_FETCHER, K_SAVER, K_MAPPER } kind;
+
+static bool is_infra(kind k)
+{
+    return k == K_NATS || k == K_EXPORTER || k == K_PROMETHEUS;
+}
+
+/* The prometheus.yml and rules.yml of deploy/prometheus, linked in by the
+ * Makefile (ld -b binary), so --monitor needs no files beside the binary. */
+extern const char _binary_deploy_prometheus_prometheus_yml_start[], _binary_deploy_prometheus_prometheus_yml_end[];
+extern const char _binary_deploy_prometheus_rules_yml_start[], _binary_deploy_prometheus_rules_yml_end[];
 
 typedef struct {
     char name[32];
@@ -49,6 +63,7 @@ typedef struct {
     int64_t restart_at; /* > 0: start again at this time */
     int quick_exits;  /* consecutive exits soon after start */
     int restarts;
+    int http_port;    /* its /metrics (roles, exporter) or UI (Prometheus) */
 } child;
 
 typedef struct {
@@ -58,6 +73,7 @@ typedef struct {
     char tmpdir[64];
     char url[128];
     int nats_port, monitor_port;
+    char promdir[96]; /* --monitor: Prometheus's config, targets, data */
     bool tty;
     bool bar_shown;
     int64_t started_ms;
@@ -94,6 +110,8 @@ static void forward_line(launcher *ln, child *c, const char *line, size_t len)
 {
     if (c->kind == K_NATS && !strstr(line, "[ERR]") && !strstr(line, "[FTL]") && !strstr(line, "[WRN]"))
         return; /* nats-server's start-up chatter is not news */
+    if (c->kind == K_PROMETHEUS && !strstr(line, "level=warn") && !strstr(line, "level=error"))
+        return;
     snprintf(c->last_line, sizeof c->last_line, "%.*s", (int)len, line);
     clear_bar(ln);
     fprintf(stderr, "%-9s | %.*s\n", c->name, (int)len, line);
@@ -140,9 +158,46 @@ static sl_status start_child(launcher *ln, child *c)
     if (n <= 0)
         return sl_fail(SL_EIO, "cannot find my own binary: %s", strerror(errno));
     self[n] = '\0';
-    char port[16], mport[16];
+    /* Everything the child needs is prepared before fork: after it, the
+     * child only dups descriptors and execs. */
+    char port[16], mport[16], http[32], monurl[64], cfgflag[160], dataflag[160], listen[64];
     snprintf(port, sizeof port, "%d", ln->nats_port);
     snprintf(mport, sizeof mport, "%d", ln->monitor_port);
+    snprintf(http, sizeof http, "127.0.0.1:%d", c->http_port);
+    snprintf(monurl, sizeof monurl, "http://127.0.0.1:%d", ln->monitor_port);
+    snprintf(cfgflag, sizeof cfgflag, "--config.file=%s/prometheus.yml", ln->promdir);
+    snprintf(dataflag, sizeof dataflag, "--storage.tsdb.path=%s/data", ln->promdir);
+    snprintf(listen, sizeof listen, "--web.listen-address=127.0.0.1:%d", c->http_port);
+    const char *argv[16] = {0};
+    const char *path = self;
+    switch (c->kind) {
+    case K_NATS:
+        path = ln->cfg->nats_server;
+        if (ln->nats_port) {
+            const char *a[] = {path, "-a", "127.0.0.1", "-p", port, "-m", mport, NULL};
+            memcpy(argv, a, sizeof a);
+        } else {
+            const char *a[] = {path, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", ln->tmpdir, NULL};
+            memcpy(argv, a, sizeof a);
+        }
+        break;
+    case K_PROMETHEUS: {
+        path = ln->cfg->prometheus;
+        const char *a[] = {path, cfgflag, dataflag, listen, "--log.level=warn", NULL};
+        memcpy(argv, a, sizeof a);
+        break;
+    }
+    case K_EXPORTER: {
+        const char *a[] = {"sluice", "nats-exporter", "--nats-monitor", monurl, "--http", http, NULL};
+        memcpy(argv, a, sizeof a);
+        break;
+    }
+    default: {
+        const char *role = c->kind == K_FETCHER ? "fetcher" : c->kind == K_SAVER ? "saver" : "mapper";
+        const char *a[] = {"sluice", role, "--http", http, NULL};
+        memcpy(argv, a, sizeof a);
+    }
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
@@ -159,19 +214,11 @@ static sl_status start_child(launcher *ln, child *c)
             dup2(devnull, STDIN_FILENO);
         /* Children stop on the launcher's word, not on the terminal's. */
         setpgid(0, 0);
-        if (c->kind == K_NATS) {
-            const char *srv = ln->cfg->nats_server;
-            if (ln->nats_port)
-                execlp(srv, srv, "-a", "127.0.0.1", "-p", port, "-m", mport, (char *)NULL);
-            else
-                execlp(srv, srv, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", ln->tmpdir,
-                       (char *)NULL);
-            fprintf(stderr, "cannot run %s: %s\n", srv, strerror(errno));
-            _exit(127);
-        }
-        const char *role = c->kind == K_FETCHER ? "fetcher" : c->kind == K_SAVER ? "saver" : "mapper";
-        execl(self, "sluice", role, (char *)NULL);
-        fprintf(stderr, "cannot run %s: %s\n", self, strerror(errno));
+        if (strchr(path, '/'))
+            execv(path, (char *const *)argv);
+        else
+            execvp(path, (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
         _exit(127);
     }
     close(fds[1]);
@@ -186,8 +233,26 @@ static sl_status start_child(launcher *ln, child *c)
     c->started_ms = sl_now_ms();
     c->restart_at = 0;
     if (c->kind != K_NATS || sl_log_enabled(SL_LOG_DEBUG))
-        sl_info("started", "child=%s pid=%d restarts=%d", c->name, (int)pid, c->restarts);
+        sl_info("started", "child=%s pid=%d restarts=%d http_port=%d", c->name, (int)pid, c->restarts,
+                c->http_port);
     return SL_OK;
+}
+
+/* A port on 127.0.0.1 that was free a moment ago. The child binds it a
+ * few milliseconds later; keeping it for the child's restarts keeps
+ * Prometheus's targets valid. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
 }
 
 static child *add_child(launcher *ln, kind k, const char *name)
@@ -197,6 +262,8 @@ static child *add_child(launcher *ln, kind k, const char *name)
     snprintf(c->name, sizeof c->name, "%s", name);
     c->kind = k;
     c->fd = -1;
+    if (k != K_NATS)
+        c->http_port = free_port();
     return c;
 }
 
@@ -324,17 +391,18 @@ static void print_summary(launcher *ln, int rc)
     json_decref(j);
 }
 
-static void stop_children(launcher *ln, bool with_nats)
+/* Stops the roles, and the infrastructure too when `infra`. */
+static void stop_children(launcher *ln, bool infra)
 {
     for (int i = 0; i < ln->nkids; i++)
-        if (ln->kids[i].pid > 0 && (with_nats || ln->kids[i].kind != K_NATS))
+        if (ln->kids[i].pid > 0 && (infra || !is_infra(ln->kids[i].kind)))
             kill(ln->kids[i].pid, SIGTERM);
     int64_t deadline = sl_now_ms() + STOP_GRACE_MS;
     for (;;) {
         bool any = false;
         for (int i = 0; i < ln->nkids; i++) {
             child *c = &ln->kids[i];
-            if (c->pid <= 0 || (!with_nats && c->kind == K_NATS))
+            if (c->pid <= 0 || (!infra && is_infra(c->kind)))
                 continue;
             if (c->fd >= 0)
                 drain_child(ln, c);
@@ -351,31 +419,29 @@ static void stop_children(launcher *ln, bool with_nats)
     }
     for (int i = 0; i < ln->nkids; i++) {
         child *c = &ln->kids[i];
-        if (c->pid > 0 && (with_nats || c->kind != K_NATS)) {
+        if (c->pid > 0 && (infra || !is_infra(c->kind))) {
             waitpid(c->pid, NULL, 0);
             c->pid = 0;
         }
     }
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
 static void remove_tmpdir(launcher *ln)
 {
-    if (!ln->tmpdir[0])
-        return;
-    char path[160];
-    for (int i = 0; i < ln->nkids; i++) {
-        snprintf(path, sizeof path, "%s/nats-server_%d.ports", ln->tmpdir, (int)ln->kids[i].pid);
-        unlink(path);
-    }
-    rmdir(ln->tmpdir);
+    if (ln->tmpdir[0])
+        nftw(ln->tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Starts the private nats-server and waits until it answers. */
 static sl_status start_nats(launcher *ln)
 {
-    snprintf(ln->tmpdir, sizeof ln->tmpdir, "/tmp/sluice-run.XXXXXX");
-    if (!mkdtemp(ln->tmpdir))
-        return sl_fail(SL_EIO, "mkdtemp: %s", strerror(errno));
     child *c = add_child(ln, K_NATS, "nats");
     sl_status st = start_child(ln, c);
     if (st)
@@ -398,9 +464,59 @@ static sl_status start_nats(launcher *ln)
     return SL_OK;
 }
 
+static sl_status write_file(const char *dir, const char *name, const char *data, size_t len)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
+    size_t w = fwrite(data, 1, len, f);
+    if (fclose(f) != 0 || w != len)
+        return sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
+    return SL_OK;
+}
+
+/* --monitor: the exporter (for a private nats-server) and Prometheus with
+ * deploy/prometheus's configuration, scraping every child through the
+ * file_sd target files written here. */
+static sl_status setup_monitoring(launcher *ln)
+{
+    sl_status st;
+    child *exporter = ln->monitor_port ? add_child(ln, K_EXPORTER, "exporter") : NULL;
+    child *prom = add_child(ln, K_PROMETHEUS, "prometheus");
+    snprintf(ln->promdir, sizeof ln->promdir, "%s/prometheus", ln->tmpdir);
+    char targets[160];
+    snprintf(targets, sizeof targets, "%s/targets", ln->promdir);
+    if (mkdir(ln->promdir, 0755) != 0 || mkdir(targets, 0755) != 0)
+        return sl_fail(SL_EIO, "mkdir %s: %s", targets, strerror(errno));
+    sl_buf roles = SL_BUF_INIT, nats = SL_BUF_INIT;
+    sl_buf_puts(&roles, "[{\"targets\": [");
+    for (int i = 0, n = 0; i < ln->nkids; i++)
+        if (!is_infra(ln->kids[i].kind))
+            sl_buf_printf(&roles, "%s\"127.0.0.1:%d\"", n++ ? ", " : "", ln->kids[i].http_port);
+    sl_buf_puts(&roles, "]}]\n");
+    if (exporter)
+        sl_buf_printf(&nats, "[{\"targets\": [\"127.0.0.1:%d\"]}]\n", exporter->http_port);
+    else
+        sl_buf_puts(&nats, "[]\n");
+    if (!(st = write_file(ln->promdir, "prometheus.yml", _binary_deploy_prometheus_prometheus_yml_start,
+                          (size_t)(_binary_deploy_prometheus_prometheus_yml_end -
+                                   _binary_deploy_prometheus_prometheus_yml_start))) &&
+        !(st = write_file(ln->promdir, "rules.yml", _binary_deploy_prometheus_rules_yml_start,
+                          (size_t)(_binary_deploy_prometheus_rules_yml_end - _binary_deploy_prometheus_rules_yml_start))) &&
+        !(st = write_file(targets, "sluice.json", roles.data, roles.len)))
+        st = write_file(targets, "nats.json", nats.data, nats.len);
+    sl_buf_free(&roles);
+    sl_buf_free(&nats);
+    (void)prom;
+    return st;
+}
+
 static const char *kind_name(kind k)
 {
-    return k == K_NATS ? "nats-server" : k == K_FETCHER ? "fetcher" : k == K_SAVER ? "saver" : "mapper";
+    static const char *names[] = {"nats-server", "nats-exporter", "prometheus", "fetcher", "saver", "mapper"};
+    return names[k];
 }
 
 /* Handles the exit of child c. Returns -1 to go on, or the run's exit code. */
@@ -432,6 +548,34 @@ static int child_exited(launcher *ln, child *c, int status)
     return -1;
 }
 
+/* One round of supervision: forwards what children wrote, notices exits,
+ * restarts what is due. Returns -1 to go on, or the run's exit code. */
+static int step(launcher *ln)
+{
+    struct pollfd pfd[MAX_CHILDREN];
+    int map[MAX_CHILDREN], n = 0, rc = -1;
+    for (int i = 0; i < ln->nkids; i++)
+        if (ln->kids[i].fd >= 0) {
+            pfd[n] = (struct pollfd){.fd = ln->kids[i].fd, .events = POLLIN};
+            map[n++] = i;
+        }
+    poll(pfd, (nfds_t)n, 50);
+    for (int k = 0; k < n; k++)
+        if (pfd[k].revents)
+            drain_child(ln, &ln->kids[map[k]]);
+    for (int i = 0; i < ln->nkids && rc < 0; i++) {
+        child *c = &ln->kids[i];
+        int status;
+        if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == c->pid)
+            rc = child_exited(ln, c, status);
+        if (rc < 0 && c->pid == 0 && c->restart_at && sl_now_ms() >= c->restart_at && start_child(ln, c)) {
+            say(ln, "cannot restart %s: %s", c->name, sl_errmsg());
+            rc = 1;
+        }
+    }
+    return rc;
+}
+
 int sl_run_main(const sl_config *cfg)
 {
     launcher ln = {.cfg = cfg};
@@ -453,6 +597,12 @@ int sl_run_main(const sl_config *cfg)
                 goto cleanup;
             }
         }
+    }
+    snprintf(ln.tmpdir, sizeof ln.tmpdir, "/tmp/sluice-run.XXXXXX");
+    if (!mkdtemp(ln.tmpdir)) {
+        ln.tmpdir[0] = '\0';
+        say(&ln, "cannot make a temporary directory: %s", strerror(errno));
+        goto cleanup;
     }
     if (cfg->nats_url_given) {
         snprintf(ln.url, sizeof ln.url, "%s", cfg->nats_url);
@@ -488,11 +638,24 @@ int sl_run_main(const sl_config *cfg)
         snprintf(name, sizeof name, "mapper.%" PRId64, i);
         add_child(&ln, K_MAPPER, name);
     }
+    if (cfg->monitor && (st = setup_monitoring(&ln))) {
+        say(&ln, "cannot set up monitoring: %s", sl_errmsg());
+        goto cleanup;
+    }
     for (int i = 0; i < ln.nkids; i++)
         if (ln.kids[i].pid == 0 && (st = start_child(&ln, &ln.kids[i]))) {
             say(&ln, "cannot start %s: %s", ln.kids[i].name, sl_errmsg());
             goto cleanup;
         }
+    sl_buf where = SL_BUF_INIT;
+    for (int i = 0; i < ln.nkids; i++)
+        if (ln.kids[i].http_port && ln.kids[i].kind != K_PROMETHEUS)
+            sl_buf_printf(&where, " %s=http://127.0.0.1:%d/metrics", ln.kids[i].name, ln.kids[i].http_port);
+    say(&ln, "metrics:%s", where.data ? where.data : " none");
+    sl_buf_free(&where);
+    for (int i = 0; i < ln.nkids; i++)
+        if (ln.kids[i].kind == K_PROMETHEUS)
+            say(&ln, "Prometheus: http://127.0.0.1:%d (try the query nats_varz_cpu)", ln.kids[i].http_port);
     say(&ln, "job %s: %" PRId64 " objects in chunks of %" PRId64 ", %" PRId64 " mappers, %" PRId64
              " savers, NATS %s", cfg->job, cfg->objects, cfg->chunk_size, cfg->mappers, cfg->savers, ln.url);
 
@@ -504,29 +667,7 @@ int sl_run_main(const sl_config *cfg)
             rc = 128 + (sl_stop_signal() ? sl_stop_signal() : SIGINT);
             break;
         }
-        struct pollfd pfd[MAX_CHILDREN];
-        int map[MAX_CHILDREN], n = 0;
-        for (int i = 0; i < ln.nkids; i++)
-            if (ln.kids[i].fd >= 0) {
-                pfd[n] = (struct pollfd){.fd = ln.kids[i].fd, .events = POLLIN};
-                map[n++] = i;
-            }
-        int64_t wait = next_progress - sl_now_ms();
-        poll(pfd, (nfds_t)n, wait < 0 ? 0 : wait > 50 ? 50 : (int)wait);
-        for (int k = 0; k < n; k++)
-            if (pfd[k].revents)
-                drain_child(&ln, &ln.kids[map[k]]);
-        for (int i = 0; i < ln.nkids && rc < 0; i++) {
-            child *c = &ln.kids[i];
-            int status;
-            if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == c->pid)
-                rc = child_exited(&ln, c, status);
-            if (rc < 0 && c->pid == 0 && c->restart_at && sl_now_ms() >= c->restart_at &&
-                (st = start_child(&ln, c))) {
-                say(&ln, "cannot restart %s: %s", c->name, sl_errmsg());
-                rc = 1;
-            }
-        }
+        rc = step(&ln);
         if (rc < 0 && sl_now_ms() >= next_progress) {
             show_progress(&ln);
             next_progress = sl_now_ms() + progress_ms;
@@ -538,6 +679,15 @@ int sl_run_main(const sl_config *cfg)
         natsConnection_FlushTimeout(sl_bus_nc(ln.bus), 500);
     stop_children(&ln, false);
     print_summary(&ln, rc);
+    if (cfg->monitor && (rc == 0 || rc == 3)) {
+        /* The job is over; its history is in Prometheus, which stays up
+         * (with NATS and the exporter) for a person to look at. */
+        for (int i = 0; i < ln.nkids; i++)
+            if (ln.kids[i].kind == K_PROMETHEUS)
+                say(&ln, "Prometheus stays up at http://127.0.0.1:%d until Ctrl-C", ln.kids[i].http_port);
+        while (!sl_stop_requested() && step(&ln) < 0)
+            ;
+    }
 cleanup:
     if (rc < 0)
         rc = 1;

@@ -12,10 +12,12 @@
 
 #include "buf.h"
 #include "bus.h"
+#include "clock.h"
 #include "log.h"
 #include "roles.h"
 #include "sink.h"
 #include "stop.h"
+#include "telemetry.h"
 
 typedef struct {
     const sl_config *cfg;
@@ -23,6 +25,10 @@ typedef struct {
     sl_sink *sink;
     pthread_mutex_t mu; /* the sink is used by one thread at a time */
     int64_t chunks, objects, dead, bad_messages, failed_commits;
+    bool sink_ok;       /* the last transaction committed */
+    sl_telemetry tel;
+    sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready;
+    sl_metric *bad_header, *bad_body;
 } saver;
 
 static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
@@ -30,6 +36,7 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
     pthread_mutex_lock(&s->mu);
     s->bad_messages++;
     pthread_mutex_unlock(&s->mu);
+    sl_metric_inc(!strcmp(reason, "bad_body") ? s->bad_body : s->bad_header);
     sl_warn("bad message", "subject=%s reason=%s detail=%s", natsMsg_GetSubject(m), reason,
             sl_log_q(detail));
 }
@@ -124,14 +131,22 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     }
     pthread_mutex_lock(&s->mu);
     int64_t saved_dead = 0;
+    double t0 = sl_now_s();
     int64_t saved = save_chunk(s, chunk, attempt, arr, &saved_dead);
     if (saved >= 0) {
         s->chunks++;
         s->objects += saved;
         s->dead += saved_dead;
+        sl_metric_observe(s->m_duration, sl_now_s() - t0);
+        sl_metric_inc(s->m_chunks);
+        sl_metric_add(s->m_objects, (double)saved);
+        sl_metric_add(s->m_dead, (double)saved_dead);
     } else {
         s->failed_commits++;
+        sl_metric_inc(s->m_failures);
     }
+    s->sink_ok = saved >= 0;
+    sl_metric_set(s->m_ready, s->sink_ok);
     pthread_mutex_unlock(&s->mu);
     if (saved < 0)
         goto out;
@@ -178,6 +193,10 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         st = sl_sink_commit(s->sink);
     if (st != SL_OK)
         sl_sink_rollback(s->sink);
+    s->sink_ok = st == SL_OK;
+    sl_metric_set(s->m_ready, s->sink_ok);
+    if (st == SL_OK)
+        sl_metric_inc(s->m_stored);
     pthread_mutex_unlock(&s->mu);
     if (st != SL_OK) {
         /* No ack: the sender keeps the dead letter and sends it again. */
@@ -196,6 +215,34 @@ out:
     natsMsg_Destroy(m);
 }
 
+static int ready(void *arg, sl_buf *why)
+{
+    saver *s = arg;
+    pthread_mutex_lock(&s->mu);
+    bool ok = s->sink_ok;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok)
+        sl_buf_printf(why, "the last transaction on %s failed", s->cfg->sink);
+    return ok;
+}
+
+static void register_metrics(saver *s)
+{
+    sl_metrics *m = s->tel.metrics;
+    s->m_chunks = sl_metrics_counter(m, "sluice_chunks_saved_total",
+                                     "Chunk transactions committed, duplicates included.", "");
+    s->m_objects = sl_metrics_counter(m, "sluice_objects_written_total", "Objects upserted, duplicates included.", "");
+    s->m_dead = sl_metrics_counter(m, "sluice_objects_dead_lettered_total", "Objects dead-lettered.", "");
+    s->m_stored = sl_metrics_counter(m, "sluice_dead_letters_stored_total", "Dead letters committed.", "");
+    s->m_failures = sl_metrics_counter(m, "sluice_save_failures_total",
+                                       "Transactions that failed and were rolled back.", "");
+    s->m_duration = sl_metrics_histogram(m, "sluice_save_duration_seconds", "One chunk's transaction.", "",
+                                         sl_metrics_duration_bounds, sl_metrics_duration_nbounds);
+    s->m_ready = sl_metrics_gauge(m, "sluice_sink_ready", "1 when the last transaction on the sink committed.", "");
+    s->bad_header = sl_telemetry_bad(&s->tel, "bad_header");
+    s->bad_body = sl_telemetry_bad(&s->tel, "bad_body");
+}
+
 int sl_saver_main(const sl_config *cfg)
 {
     saver s = {.cfg = cfg};
@@ -208,10 +255,19 @@ int sl_saver_main(const sl_config *cfg)
         rc = st == SL_EINVAL ? 2 : 1;
         goto cleanup;
     }
+    s.sink_ok = true;
+    if ((st = sl_telemetry_start(&s.tel, cfg, "saver", ready, &s)) != SL_OK) {
+        fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
+        rc = st == SL_EINVAL ? 2 : 1;
+        goto cleanup;
+    }
+    register_metrics(&s);
+    sl_metric_set(s.m_ready, 1);
     if (sl_bus_open(&s.bus, cfg, "sluice-saver") != SL_OK) {
         fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
         goto cleanup;
     }
+    sl_telemetry_bus(&s.tel, s.bus);
     if (sl_bus_subscribe(s.bus, SL_SUBJ_MAPPED, SL_SAVER_QUEUE, on_mapped, &s) != SL_OK ||
         sl_bus_subscribe(s.bus, SL_SUBJ_DEAD, SL_SAVER_QUEUE, on_dead, &s) != SL_OK) {
         sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
@@ -223,6 +279,7 @@ int sl_saver_main(const sl_config *cfg)
         ;
     rc = 0;
 cleanup:
+    sl_telemetry_stop(&s.tel);
     /* Draining lets a transaction in progress finish and be confirmed. */
     sl_bus_close(s.bus, 5000);
     if (rc == 0)

@@ -1,6 +1,7 @@
 /* pipeline.c - helpers of the pipeline tests. */
 #include "pipeline.h"
 
+#include <curl/curl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -149,4 +150,74 @@ void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64
     sl_buf_free(&chunk);
     sqlite3_finalize(q);
     sqlite3_close(db);
+}
+
+static size_t collect_body(char *data, size_t size, size_t n, void *arg)
+{
+    sl_buf_append(arg, data, size * n);
+    return size * n;
+}
+
+long tp_http_get(const char *url, char **body)
+{
+    CURL *c = curl_easy_init();
+    CHECK(c);
+    sl_buf b = SL_BUF_INIT;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    long code = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    sl_buf_putc(&b, '\0');
+    if (body)
+        *body = b.data;
+    else
+        sl_buf_free(&b);
+    return code;
+}
+
+int tp_http_port(th_proc *p)
+{
+    /* "http listening" addr=... port=N (roles) or "... listening" addr=HOST:N */
+    th_proc_wait_log(p, "listening\" addr=", 10000);
+    char *log = th_proc_log(p);
+    const char *at = strstr(log, "listening\" addr=");
+    const char *eol = strchr(at, '\n');
+    const char *port = strstr(at, " port=");
+    int n;
+    if (port && (!eol || port < eol)) {
+        n = atoi(port + 6);
+    } else {
+        const char *addr = at + strlen("listening\" addr=");
+        const char *colon = memrchr(addr, ':', strcspn(addr, " \n"));
+        n = colon ? atoi(colon + 1) : 0;
+    }
+    free(log);
+    CHECK_MSG(n > 0, "no port in the listening line");
+    return n;
+}
+
+json_t *tp_prom_query(int port, const char *expr)
+{
+    CURL *c = curl_easy_init();
+    CHECK(c);
+    char *q = curl_easy_escape(c, expr, 0);
+    sl_buf url = SL_BUF_INIT;
+    sl_buf_printf(&url, "http://127.0.0.1:%d/api/v1/query?query=%s", port, q);
+    curl_free(q);
+    curl_easy_cleanup(c);
+    char *body = NULL;
+    long code = tp_http_get(url.data, &body);
+    json_t *j = json_loads(body, 0, NULL);
+    CHECK_MSG(code == 200 && j && !strcmp(json_string_value(json_object_get(j, "status")), "success"),
+              "Prometheus query %s answered %ld: %s", expr, code, body);
+    json_t *result = json_incref(json_object_get(json_object_get(j, "data"), "result"));
+    json_decref(j);
+    free(body);
+    sl_buf_free(&url);
+    return result;
 }

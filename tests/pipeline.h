@@ -37,6 +37,18 @@ void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want
  * "out.db"); the caller frees it. */
 char *tp_flag(const char *flag, const char *prefix, const char *name);
 
+/* GETs url (2 s timeout); returns the HTTP status (0 if no answer) and,
+ * if body is not NULL, the body in *body (malloc'd, caller frees). */
+long tp_http_get(const char *url, char **body);
+
+/* The port a sluice process logged in its "http listening" line. */
+int tp_http_port(th_proc *p);
+
+/* Queries Prometheus at port for the instant vector of expr; returns the
+ * "result" array (caller json_decref's), failing the test unless the
+ * status is "success". */
+json_t *tp_prom_query(int port, const char *expr);
+
 /* "NATS_URL=<url>", owned by the caller (free). */
 char *tp_env_url(const char *url);
 
