@@ -202,6 +202,11 @@ bool sl_bus_connected(sl_bus *bus)
     return natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+int64_t sl_bus_max_payload(sl_bus *bus)
+{
+    return natsConnection_GetMaxPayload(bus->nc);
+}
+
 int64_t sl_bus_reconnects(const sl_bus *bus)
 {
     return atomic_load(&((sl_bus *)bus)->reconnects);

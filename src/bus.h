@@ -42,6 +42,8 @@ sl_status sl_bus_subscribe(sl_bus *bus, sl_subject s, const char *queue,
                            natsMsgHandler cb, void *closure);
 
 bool sl_bus_connected(sl_bus *bus);
+/* The largest message (headers and body) the server accepts. */
+int64_t sl_bus_max_payload(sl_bus *bus);
 int64_t sl_bus_reconnects(const sl_bus *bus);
 
 /* Sends what is buffered (up to timeout_ms), closes and frees; accepts NULL. */

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -56,7 +57,9 @@ typedef struct {
     sl_metric *unreported, *requests_chunk, *requests_wait, *requests_done;
     bool ledger_ok;     /* the last ledger write worked */
     bool complete;
-    int64_t next_report; /* when to try reporting dead letters again */
+    pthread_t reporter;  /* sends dead letters until a saver takes them */
+    bool reporter_started;
+    atomic_bool reporter_stop;
 } fetcher;
 
 static void count_bad(fetcher *f, bad_reason why, natsMsg *m, const char *detail)
@@ -108,6 +111,16 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
     sl_buf body = SL_BUF_INIT;
     if (sl_source_chunk(f->src, chunk, &body) != SL_OK)
         sl_buf_reset(&body);
+    /* A chunk too big for the server (the likely reason it died) goes
+     * without its bytes rather than never. */
+    int64_t room = sl_bus_max_payload(f->bus) - 2 * SL_REASON_MAX;
+    if ((int64_t)body.len > room) {
+        sl_buf note = SL_BUF_INIT;
+        sl_buf_printf(&note, "chunk bytes omitted (%zu > max_payload); %s", body.len, why);
+        sl_proto_reason(why, sizeof why, note.data);
+        sl_buf_free(&note);
+        sl_buf_reset(&body);
+    }
     natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DEAD), NULL, body.data, body.len);
     sl_msg_set_int(m, SL_H_CHUNK, chunk);
     sl_msg_set_int(m, SL_H_OBJECT, -1);
@@ -124,6 +137,37 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
         sl_info("dead letter reported", "chunk=%" PRId64, chunk);
     }
     return st;
+}
+
+/* The reporter thread: dead letters go to the savers until one
+ * acknowledges each, without holding up the main loop's expiries and
+ * ledger writes while no saver answers. */
+static void *reporter_main(void *arg)
+{
+    fetcher *f = arg;
+    bool failing = false;
+    while (!atomic_load(&f->reporter_stop)) {
+        int64_t unrep[REPORT_BATCH], n;
+        pthread_mutex_lock(&f->mu);
+        n = sl_ledger_unreported(f->ledger, unrep, REPORT_BATCH);
+        pthread_mutex_unlock(&f->mu);
+        int64_t wait = n ? 0 : TICK_MS;
+        for (int64_t k = 0; k < n && k < REPORT_BATCH && !atomic_load(&f->reporter_stop); k++) {
+            if (report_dead(f, unrep[k]) == SL_OK) {
+                failing = false;
+                continue;
+            }
+            if (!failing)
+                sl_warn("dead letter not reported yet; retrying", "chunk=%" PRId64 " error=%s", unrep[k],
+                        sl_log_q(sl_errmsg()));
+            failing = true;
+            wait = REPORT_RETRY_MS;
+            break;
+        }
+        for (int64_t t = 0; t < wait && !atomic_load(&f->reporter_stop); t += TICK_MS)
+            usleep(TICK_MS * 1000);
+    }
+    return NULL;
 }
 
 static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -172,12 +216,16 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         bool died = false;
         sl_buf why = SL_BUF_INIT;
         sl_buf_printf(&why, "could not send the chunk: %s", sl_errmsg());
+        char *dead_why = NULL;
         pthread_mutex_lock(&f->mu);
         sl_ledger_release(f->ledger, chunk, token, why.data, f->cfg->max_attempts, &died);
+        if (died)
+            dead_why = sl_xstrdup(sl_ledger_reason(f->ledger, chunk));
         pthread_mutex_unlock(&f->mu);
         sl_warn("chunk not sent", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(why.data));
-        if (died)
-            log_dead(chunk, why.data);
+        if (dead_why)
+            log_dead(chunk, dead_why);
+        free(dead_why);
         sl_buf_free(&why);
         sl_metric_inc(f->requests_wait);
         reply_status(f, reply, SL_STATUS_WAIT, WAIT_RETRY_MS);
@@ -363,21 +411,7 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
         log_dead(died[k], reasons[k]);
         free(reasons[k]);
     }
-    /* Dead letters go to the savers until one acknowledges each; the job
-     * is not over while one is missing from the sink. */
-    int64_t unrep[REPORT_BATCH], nunrep = 0;
-    if (sl_now_ms() >= f->next_report) {
-        pthread_mutex_lock(&f->mu);
-        nunrep = sl_ledger_unreported(f->ledger, unrep, REPORT_BATCH);
-        pthread_mutex_unlock(&f->mu);
-        for (int64_t k = 0; k < nunrep && k < REPORT_BATCH; k++)
-            if (report_dead(f, unrep[k]) != SL_OK) {
-                sl_warn("dead letter not reported yet", "chunk=%" PRId64 " error=%s", unrep[k],
-                        sl_log_q(sl_errmsg()));
-                f->next_report = sl_now_ms() + REPORT_RETRY_MS;
-                break;
-            }
-    }
+    /* The job is not over while a dead letter is missing from the sink. */
     pthread_mutex_lock(&f->mu);
     complete = complete && sl_ledger_unreported(f->ledger, NULL, 0) == 0;
     pthread_mutex_unlock(&f->mu);
@@ -499,6 +533,11 @@ int sl_fetcher_main(const sl_config *cfg)
         goto cleanup;
     }
     natsConnection_Flush(sl_bus_nc(f.bus));
+    if (pthread_create(&f.reporter, NULL, reporter_main, &f) != 0) {
+        sl_error("cannot start the dead-letter reporter", NULL);
+        goto cleanup;
+    }
+    f.reporter_started = true;
     sl_info(c.done + c.dead ? "fetcher resuming" : "fetcher started",
             "job=%s source=%s objects=%" PRId64 " chunks=%" PRId64 " done=%" PRId64 " dead=%" PRId64
             " ledger=%s lease_ms=%" PRId64 " max_attempts=%" PRId64,
@@ -534,7 +573,12 @@ cleanup:
     /* Stop what reads the ledger and the source first: the HTTP server,
      * then the NATS handlers. */
     sl_telemetry_stop(&f.tel);
+    if (f.reporter_started) {
+        atomic_store(&f.reporter_stop, true);
+        pthread_join(f.reporter, NULL);
+    }
     sl_bus_close(f.bus, 2000);
+    sl_telemetry_free(&f.tel);
     if (f.ledger && (st = sl_ledger_close(f.ledger)) != SL_OK) {
         sl_error("ledger flush failed", "error=%s", sl_log_q(sl_errmsg()));
         if (rc == 0 || rc == 3)

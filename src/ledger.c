@@ -110,14 +110,16 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
 {
     sl_status st;
     sqlite3_stmt *q = NULL;
+    /* Fresh drops the tables rather than their rows, so a ledger written by
+     * another version of sluice can be started over too. */
+    if (fresh && (st = sl_db_exec(l->db, "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;")))
+        return st;
     if ((st = sl_db_exec(l->db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                                 "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
                                 " state INTEGER NOT NULL, attempts INTEGER NOT NULL,"
                                 " failures INTEGER NOT NULL, saved INTEGER NOT NULL,"
                                 " dead INTEGER NOT NULL, reason TEXT,"
                                 " reported INTEGER NOT NULL DEFAULT 0);")))
-        return st;
-    if (fresh && (st = sl_db_exec(l->db, "DELETE FROM chunks; DELETE FROM meta;")))
         return st;
 
     char *have_id = NULL, *have_key = NULL;

@@ -115,8 +115,23 @@ static void drain_acks(mapper *mp)
         natsMsg_Destroy(m), m = NULL;
 }
 
+/* Waits up to ms for the next message on the acks inbox, keeping the
+ * lease alive meanwhile. Returns NATS_OK (with *m), NATS_NO_RESPONDERS or
+ * NATS_TIMEOUT. */
+static natsStatus next_ack(mapper *mp, lease *l, int64_t ms, natsMsg **m)
+{
+    int64_t end = sl_now_ms() + ms;
+    for (;;) {
+        keep_alive(mp, l);
+        int64_t left = end - sl_now_ms();
+        natsStatus s = natsSubscription_NextMsg(m, mp->acks, left <= 0 ? 0 : left < 100 ? left : 100);
+        if (s != NATS_TIMEOUT || left <= 0)
+            return s;
+    }
+}
+
 /* Sends one dead letter and waits for a saver to say it is committed. */
-static sl_status send_dead(mapper *mp, const lease *l, const dead_obj *d)
+static sl_status send_dead(mapper *mp, lease *l, const dead_obj *d)
 {
     drain_acks(mp);
     natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), (const char *)mp->acks_inbox, d->raw,
@@ -128,14 +143,23 @@ static sl_status send_dead(mapper *mp, const lease *l, const dead_obj *d)
     natsMsg_Destroy(m);
     if (st)
         return st;
-    natsMsg *ack = NULL;
-    natsStatus s = natsSubscription_NextMsg(&ack, mp->acks, ACK_TIMEOUT_MS);
-    natsMsg_Destroy(ack);
-    if (s == NATS_NO_RESPONDERS)
-        return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_DEAD));
-    if (s != NATS_OK)
-        return sl_fail(SL_ETIMEOUT, "no saver acknowledged the dead letter within %d ms", ACK_TIMEOUT_MS);
-    return SL_OK;
+    int64_t deadline = sl_now_ms() + ACK_TIMEOUT_MS;
+    for (;;) {
+        natsMsg *ack = NULL;
+        natsStatus s = next_ack(mp, l, deadline - sl_now_ms(), &ack);
+        if (s == NATS_NO_RESPONDERS)
+            return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_DEAD));
+        if (s != NATS_OK)
+            return sl_fail(SL_ETIMEOUT, "no saver acknowledged the dead letter within %d ms", ACK_TIMEOUT_MS);
+        /* Only the ack of this dead letter counts; a late one of an
+         * earlier attempt is dropped. */
+        int64_t c = -1, o = -2;
+        bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
+                    sl_msg_int(ack, SL_H_OBJECT, -1, INT32_MAX, &o) == SL_OK && c == l->chunk && o == d->index;
+        natsMsg_Destroy(ack);
+        if (mine)
+            return SL_OK;
+    }
 }
 
 /* Publishes the mapped chunk and checks that some saver subscribes. */
@@ -154,21 +178,45 @@ static sl_status send_mapped(mapper *mp, const lease *l, const char *body, int64
     if (st)
         return st;
     /* The server answers a message nobody subscribes to with "no
-     * responders" before it answers the flush's PING. */
+     * responders" before it answers the flush's PING. Everything on the
+     * inbox now is either that answer or a late ack: read it all. */
     natsStatus s = natsConnection_FlushTimeout(sl_bus_nc(mp->bus), ACK_TIMEOUT_MS);
     if (s != NATS_OK)
         return sl_nats_fail(s, "flush");
+    bool nobody = false;
     natsMsg *r = NULL;
-    s = natsSubscription_NextMsg(&r, mp->acks, 0);
-    natsMsg_Destroy(r);
-    if (s == NATS_NO_RESPONDERS)
+    while ((s = natsSubscription_NextMsg(&r, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS) {
+        nobody = nobody || s == NATS_NO_RESPONDERS;
+        natsMsg_Destroy(r), r = NULL;
+    }
+    if (nobody)
         return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_MAPPED));
     return SL_OK;
 }
 
-/* Delivers dead letters, then the chunk, until it works or a stop comes. */
-static bool deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_obj *dead, int64_t ndead)
+/* Room for headers in a message: the body must leave this much of the
+ * server's max_payload free. */
+#define HEADER_ROOM 1024
+
+typedef enum { DELIVERED, STOPPED, FAILED } outcome;
+
+/* Delivers dead letters, then the chunk, until it works (DELIVERED) or a
+ * stop comes (STOPPED). A result too big for the server is a failure of
+ * the chunk, handed back with its reason (FAILED), not a thing to retry. */
+static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_obj *dead, int64_t ndead)
 {
+    int64_t max = sl_bus_max_payload(mp->bus) - HEADER_ROOM;
+    if ((int64_t)strlen(body) > max) {
+        char why[200];
+        snprintf(why, sizeof why, "mapped chunk is %zu bytes, more than the server's max_payload allows (%" PRId64
+                                  ")", strlen(body), max + HEADER_ROOM);
+        sl_warn("chunk too big to send", "chunk=%" PRId64 " reason=%s", l->chunk, sl_log_q(why));
+        send_lease_msg(mp, SL_SUBJ_RELEASE, l, why);
+        return FAILED;
+    }
+    for (int64_t k = 0; k < ndead; k++)
+        if (dead[k].raw && (int64_t)strlen(dead[k].raw) > max)
+            dead[k].raw[max > 0 ? max : 0] = '\0'; /* a dead letter keeps what fits of its bytes */
     int64_t acked = 0;
     bool said = false;
     for (;;) {
@@ -176,13 +224,13 @@ static bool deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_
         while (acked < ndead && (st = send_dead(mp, l, &dead[acked])) == SL_OK)
             acked++;
         if (st == SL_OK && (st = send_mapped(mp, l, body, count, ndead)) == SL_OK)
-            return true;
+            return DELIVERED;
         if (!said)
             sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", l->chunk,
                     sl_log_q(sl_errmsg()));
         said = true;
         if (!hold(mp, l, REDELIVER_MS))
-            return false;
+            return STOPPED;
     }
 }
 
@@ -242,7 +290,8 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
     }
     char *body = go_on ? json_dumps(out, JSON_COMPACT) : NULL;
     int64_t count = (int64_t)json_array_size(out);
-    if (go_on && deliver(mp, l, body, count, dead, ndead)) {
+    outcome done = go_on ? deliver(mp, l, body, count, dead, ndead) : STOPPED;
+    if (done == DELIVERED) {
         mp->chunks++;
         mp->objects += count;
         mp->dead += ndead;
@@ -252,7 +301,7 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         sl_metric_observe(mp->m_duration, sl_now_s() - started);
         sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
                  l->chunk, l->attempt, count, ndead);
-    } else {
+    } else if (done == STOPPED) {
         send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
         sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
     }
@@ -433,6 +482,7 @@ cleanup:
     natsSubscription_Destroy(mp.replies);
     natsSubscription_Destroy(mp.acks);
     sl_bus_close(mp.bus, 2000);
+    sl_telemetry_free(&mp.tel);
     natsInbox_Destroy(mp.inbox);
     natsInbox_Destroy(mp.acks_inbox);
     sl_transform_destroy(mp.tf);

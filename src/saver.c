@@ -199,15 +199,20 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         sl_metric_inc(s->m_stored);
     pthread_mutex_unlock(&s->mu);
     if (st != SL_OK) {
+        sl_metric_inc(s->m_failures);
         /* No ack: the sender keeps the dead letter and sends it again. */
         sl_error("dead letter not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
         goto out;
     }
     sl_info("dead letter saved", "chunk=%" PRId64 " stage=%s object=%" PRId64 " reason=%s", chunk, stage, object,
             sl_log_q(why));
+    /* The ack names what it acknowledges, so a sender cannot take a late
+     * ack of an earlier dead letter for this one. */
     const char *reply = natsMsg_GetReply(m);
     if (reply && reply[0]) {
         natsMsg *ack = sl_msg_new(reply, NULL, NULL, 0);
+        sl_msg_set_int(ack, SL_H_CHUNK, chunk);
+        sl_msg_set_int(ack, SL_H_OBJECT, object);
         sl_bus_publish(s->bus, ack);
         natsMsg_Destroy(ack);
     }
@@ -282,6 +287,7 @@ cleanup:
     sl_telemetry_stop(&s.tel);
     /* Draining lets a transaction in progress finish and be confirmed. */
     sl_bus_close(s.bus, 5000);
+    sl_telemetry_free(&s.tel);
     if (rc == 0)
         sl_info("saver stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64
                 " failed_commits=%" PRId64, s.chunks, s.objects, s.dead, s.bad_messages, s.failed_commits);

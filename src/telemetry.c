@@ -76,6 +76,11 @@ void sl_telemetry_stop(sl_telemetry *t)
 {
     sl_http_stop(t->http);
     t->http = NULL;
+}
+
+void sl_telemetry_free(sl_telemetry *t)
+{
+    sl_telemetry_stop(t);
     sl_metrics_destroy(t->metrics);
     t->metrics = NULL;
 }

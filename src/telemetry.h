@@ -34,7 +34,11 @@ void sl_telemetry_bus(sl_telemetry *t, sl_bus *bus);
 /* Registers sluice_bad_messages_total{reason="<reason>"}. */
 sl_metric *sl_telemetry_bad(sl_telemetry *t, const char *reason);
 
-/* Stops serving, then frees the registry. Call before the bus is closed. */
+/* Stops serving HTTP. Call before what the callbacks read goes away. */
 void sl_telemetry_stop(sl_telemetry *t);
+
+/* Frees the registry: after everything that updates metrics (the NATS
+ * handlers) has stopped. */
+void sl_telemetry_free(sl_telemetry *t);
 
 #endif

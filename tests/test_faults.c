@@ -293,3 +293,50 @@ SL_TEST(mapper_dead_letters_bad_objects_and_chunks, 30)
     th_proc_free(m), th_proc_free(s);
     job_stop(&j);
 }
+
+SL_TEST(chunk_bigger_than_max_payload_is_dead_lettered_not_stalled, 60)
+{
+    /* A server that takes at most 16 KB per message: every 57 KB chunk of
+     * users is too big to send. Each fails max-attempts times, is
+     * dead-lettered without its bytes, and the job ends with exit 3. */
+    char *conf = th_path("small.conf");
+    FILE *fp = fopen(conf, "w");
+    CHECK(fp);
+    fputs("max_payload: 16384\n", fp);
+    fclose(fp);
+    const char *extra[] = {"-c", conf, NULL};
+    job j;
+    j.ns = th_nats_start(extra);
+    j.env_url = tp_env_url(th_nats_url(j.ns));
+    j.env[0] = j.env_url;
+    j.env[1] = NULL;
+    j.db = th_path("out.db");
+    j.sink_flag = tp_flag("sink", "sqlite:", "out.db");
+    j.ledger_flag = tp_flag("ledger", "", "job.ledger");
+    j.nc = tp_connect(th_nats_url(j.ns));
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "300", "--max-attempts", "2", j.ledger_flag, NULL};
+    th_proc *f = th_spawn("fetcher", fargv, j.env);
+    th_proc *s = saver(&j, "saver");
+    th_proc *m = mapper(&j, "mapper", "0");
+    CHECK_INT(th_proc_wait(f, 30000), ==, 3);
+    char *log = th_proc_log(f);
+    CHECK(strstr(log, "could not send the chunk"));
+    CHECK(strstr(log, "msg=\"dead letter reported\" chunk=2"));
+    free(log);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open_v2(j.db, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_prepare_v2(db, "SELECT count(*), sum(length(raw)), min(reason) FROM dead_letters WHERE stage = 'fetcher'",
+                             -1, &q, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(q) == SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(q, 0), ==, 3);
+    CHECK_INT(sqlite3_column_int(q, 1), ==, 0);
+    CHECK_MSG(strstr((const char *)sqlite3_column_text(q, 2), "chunk bytes omitted"), "%s",
+              (const char *)sqlite3_column_text(q, 2));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    CHECK(th_proc_running(m) && th_proc_running(s));
+    th_proc_free(m), th_proc_free(s), th_proc_free(f);
+    free(conf);
+    job_stop(&j);
+}
