@@ -13,7 +13,11 @@ DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 # Debian packages that building, running and testing need.
 DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
-        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev prometheus
+        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev prometheus \
+        python3-yaml
+# Tools a test needs that may come from elsewhere than Debian (a newer
+# Node.js); Debian's package is installed only when the command is missing.
+TOOLS := node:nodejs npm:npm
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
 TESTSRC  := $(wildcard tests/*.c)
@@ -48,7 +52,8 @@ $(BUILD)/sluice-test: $(OBJ) $(TESTOBJ)
 # Installs the Debian packages that are missing; does nothing when all are
 # there, so it needs root (and apt) only on a machine that never saw sluice.
 deps:
-	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  for t in $(TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -60,10 +65,17 @@ run: deps
 	$(MAKE) --no-print-directory all
 	$(BUILD)/sluice run --fresh
 
-# The whole suite, then the same suite under AddressSanitizer + UBSan.
+# The whole suite, the Kubernetes manifests' tests, then the suite again
+# under AddressSanitizer + UBSan.
 test: deps
 	$(MAKE) --no-print-directory test-plain
+	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-asan
+
+# deploy/k8s rendered, validated against the API schemas, and its commands
+# run against a local nats-server (tests/k8s, Node.js).
+test-k8s: deps $(BUILD)/sluice
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) bash tests/k8s/run.sh
 
 test-plain: deps
 	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
@@ -80,4 +92,4 @@ test-asan: deps
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps run test test-plain test-asan clean
+.PHONY: all deps run test test-plain test-k8s test-asan clean

@@ -877,3 +877,19 @@ void th_nats_stop(th_nats *ns)
     free(ns->extra);
     free(ns);
 }
+
+char *th_src_path(const char *rel)
+{
+    const char *dir = getenv("SLUICE_SRCDIR");
+    return xprintf("%s/%s", dir && dir[0] ? dir : ".", rel);
+}
+
+char *th_src_read_at(const char *file, int line, const char *rel)
+{
+    char *path = th_src_path(rel);
+    char *text = th_read_file(path, NULL);
+    if (!text)
+        sl_test_fail(file, line, "cannot read %s (set SLUICE_SRCDIR to the repository)", path);
+    free(path);
+    return text;
+}

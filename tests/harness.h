@@ -60,6 +60,15 @@ char *th_path(const char *name);
  * if the file cannot be opened or read. */
 char *th_read_file(const char *path, size_t *len);
 
+/* "<repository>/<rel>", from $SLUICE_SRCDIR (default "."), malloc'd: the
+ * caller frees it. */
+char *th_src_path(const char *rel);
+
+/* The whole content of a file of the repository (see th_src_path),
+ * malloc'd; fails the test if it cannot be read. */
+#define th_src_read(rel) th_src_read_at(__FILE__, __LINE__, rel)
+char *th_src_read_at(const char *file, int line, const char *rel);
+
 /* How many non-overlapping times needle occurs in the file; 0 if the file
  * does not exist. needle must not be empty. */
 int th_count_in_file(const char *path, const char *needle);

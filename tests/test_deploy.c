@@ -12,24 +12,6 @@
 #include "harness.h"
 #include "test.h"
 
-/* "<SLUICE_SRCDIR>/<rel>", malloc'd. */
-static char *src_path(const char *rel)
-{
-    const char *dir = getenv("SLUICE_SRCDIR");
-    char *path = NULL;
-    CHECK(asprintf(&path, "%s/%s", dir ? dir : ".", rel) > 0);
-    return path;
-}
-
-static char *src_read(const char *rel)
-{
-    char *path = src_path(rel);
-    char *text = th_read_file(path, NULL);
-    CHECK_MSG(text, "cannot read %s (set SLUICE_SRCDIR)", path);
-    free(path);
-    return text;
-}
-
 /* Runs promtool with args; returns its exit code, its output in *out. */
 static int promtool(const char *const *args, char **out)
 {
@@ -71,7 +53,7 @@ static int documented(const char *readme, const char *name)
  * whose labels do not shadow the role and sluice_job every series has. */
 static void check_target_file(const char *rel)
 {
-    char *path = src_path(rel);
+    char *path = th_src_path(rel);
     json_error_t err;
     json_t *doc = json_load_file(path, 0, &err);
     CHECK_MSG(doc, "%s:%d: %s", path, err.line, err.text);
@@ -98,7 +80,7 @@ static void check_target_file(const char *rel)
 
 SL_TEST(deploy_prometheus_config_passes_promtool, 60)
 {
-    char *config = src_path("deploy/prometheus/prometheus.yml");
+    char *config = th_src_path("deploy/prometheus/prometheus.yml");
     char *out = NULL;
     const char *args[] = {"check", "config", config, NULL};
     int rc = promtool(args, &out);
@@ -109,7 +91,7 @@ SL_TEST(deploy_prometheus_config_passes_promtool, 60)
     free(out);
     free(config);
 
-    char *text = src_read("deploy/prometheus/prometheus.yml");
+    char *text = th_src_read("deploy/prometheus/prometheus.yml");
     CHECK(strstr(text, "scrape_interval: 5s"));
     CHECK(strstr(text, "evaluation_interval: 5s"));
     CHECK(strstr(text, "job_name: sluice"));
@@ -124,7 +106,7 @@ SL_TEST(deploy_prometheus_config_passes_promtool, 60)
 
 SL_TEST(deploy_prometheus_rules_pass_promtool, 60)
 {
-    char *rules = src_path("deploy/prometheus/rules.yml");
+    char *rules = th_src_path("deploy/prometheus/rules.yml");
     char *out = NULL;
     const char *args[] = {"check", "rules", rules, NULL};
     int rc = promtool(args, &out);
@@ -133,8 +115,8 @@ SL_TEST(deploy_prometheus_rules_pass_promtool, 60)
     free(out);
     free(rules);
 
-    char *text = src_read("deploy/prometheus/rules.yml");
-    char *readme = src_read("README.md");
+    char *text = th_src_read("deploy/prometheus/rules.yml");
+    char *readme = th_src_read("README.md");
     const char *alerts[] = {"SluiceNoProgress",      "SluiceDeadLetters",     "SluiceRedeliveryRateHigh",
                             "NatsSlowConsumers",     "SluiceMapperPoolEmpty", "SluiceFetcherDown"};
     for (size_t i = 0; i < sizeof alerts / sizeof alerts[0]; i++) {
@@ -319,7 +301,7 @@ static const char alert_tests[] =
 
 SL_TEST(deploy_alerts_fire_when_they_should, 60)
 {
-    char *rules = src_path("deploy/prometheus/rules.yml");
+    char *rules = th_src_path("deploy/prometheus/rules.yml");
     char *tests = th_path("alerts_test.yml");
     FILE *f = fopen(tests, "w");
     CHECK(f);
@@ -550,7 +532,7 @@ static void check_dashboard(const dash_spec *spec, FILE *rules)
 {
     char rel[128];
     snprintf(rel, sizeof rel, "deploy/grafana/%s", spec->file);
-    char *text = src_read(rel);
+    char *text = th_src_read(rel);
 
     /* Only nats_ names, the ones the exporters serve. */
     CHECK_MSG(!strcasestr(text, "gnatsd"), "%s mentions gnatsd", spec->file);
@@ -605,7 +587,7 @@ static void check_dashboard(const dash_spec *spec, FILE *rules)
         CHECK_MSG(found, "%s: no query asks for %s", spec->file, *m);
     }
     if (!strcmp(spec->prefix, "sluice_")) {
-        char *readme = src_read("README.md");
+        char *readme = th_src_read("README.md");
         for (int i = 0; i < seen.n; i++)
             CHECK_MSG(documented(readme, seen.names[i]), "%s: %s is not in README's Monitoring", spec->file,
                       seen.names[i]);

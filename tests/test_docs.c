@@ -6,19 +6,9 @@
 #include "harness.h"
 #include "test.h"
 
-static char *readme(void)
-{
-    const char *dir = getenv("SLUICE_SRCDIR");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/README.md", dir ? dir : ".");
-    char *text = th_read_file(path, NULL);
-    CHECK_MSG(text, "cannot read %s (set SLUICE_SRCDIR)", path);
-    return text;
-}
-
 SL_TEST(docs_readme_lists_every_flag, 20)
 {
-    char *doc = readme();
+    char *doc = th_src_read("README.md");
     CHECK(strstr(doc, "make run"));
     CHECK(strstr(doc, "make test"));
     const char *cmds[] = {"run", "fetcher", "mapper", "saver", "status"};

@@ -13,21 +13,6 @@
 #include "pipeline.h"
 #include "test.h"
 
-static const char *srcdir(void)
-{
-    const char *d = getenv("SLUICE_SRCDIR");
-    return d ? d : ".";
-}
-
-static char *read_src(const char *rel)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", srcdir(), rel);
-    char *text = th_read_file(path, NULL);
-    CHECK_MSG(text, "cannot read %s", path);
-    return text;
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -89,11 +74,11 @@ static int start_prometheus(const char *sluice_targets, int exporter_port, th_pr
 {
     char *dir = th_path("prom"), *targets = th_path("prom/targets");
     CHECK(mkdir(dir, 0755) == 0 && mkdir(targets, 0755) == 0);
-    char *cfg = read_src("deploy/prometheus/prometheus.yml");
+    char *cfg = th_src_read("deploy/prometheus/prometheus.yml");
     cfg = replace_all(cfg, "scrape_interval: 5s", "scrape_interval: 1s");
     cfg = replace_all(cfg, "evaluation_interval: 5s", "evaluation_interval: 1s");
     cfg = replace_all(cfg, "refresh_interval: 5s", "refresh_interval: 1s");
-    char *rules = read_src("deploy/prometheus/rules.yml");
+    char *rules = th_src_read("deploy/prometheus/rules.yml");
     sl_buf p = SL_BUF_INIT, t2 = SL_BUF_INIT, f2 = SL_BUF_INIT;
     sl_buf_printf(&p, "%s/prometheus.yml", dir);
     write_text(p.data, cfg);
@@ -146,7 +131,7 @@ static double wait_query(int port, const char *expr, int timeout_ms)
 /* Every query of every panel of a dashboard returns data. */
 static int check_dashboard(int port, const char *rel)
 {
-    char *text = read_src(rel);
+    char *text = th_src_read(rel);
     json_t *d = json_loads(text, 0, NULL);
     CHECK_MSG(json_is_object(d), "%s is not JSON", rel);
     size_t i, k;
