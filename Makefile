@@ -89,6 +89,9 @@ test-asan: deps
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  SLUICE_BIN=$(abspath build-asan/sluice) SLUICE_SRCDIR=$(CURDIR) build-asan/sluice-test $(T)
 
+# Targets of their own (fuzzing, chaos) live in mk/*.mk.
+-include mk/*.mk
+
 clean:
 	rm -rf build build-asan
 
