@@ -19,12 +19,52 @@ struct sl_bus {
     char subjects[SL_SUBJ_COUNT][256];
 };
 
+/* nats.c's last error, without the "(conn.c:2088): " it starts with. */
+static const char *nats_detail(natsStatus s)
+{
+    const char *d = nats_GetLastError(NULL);
+    if (!d || !d[0])
+        return natsStatus_GetText(s);
+    if (d[0] == '(') {
+        const char *end = strstr(d, "): ");
+        if (end)
+            d = end + 3;
+    }
+    return d;
+}
+
 sl_status sl_nats_fail(natsStatus s, const char *what)
 {
-    const char *detail = nats_GetLastError(NULL);
-    if (!detail || !detail[0])
-        detail = natsStatus_GetText(s);
-    return sl_fail(SL_ENATS, "%s: %s", what, detail);
+    return sl_fail(SL_ENATS, "%s: %s", what, nats_detail(s));
+}
+
+void sl_bus_redact(const char *urls, char *out, size_t size)
+{
+    sl_buf b = SL_BUF_INIT;
+    const char *p = urls;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        const char *scheme = NULL;
+        for (const char *q = p; q + 2 < p + len; q++)
+            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
+                scheme = q + 3;
+                break;
+            }
+        const char *host = scheme ? scheme : p;
+        const char *at = memchr(host, '@', (size_t)(p + len - host));
+        if (at) {
+            sl_buf_append(&b, p, (size_t)(host - p));
+            sl_buf_puts(&b, "***");
+            sl_buf_append(&b, at, (size_t)(p + len - at));
+        } else {
+            sl_buf_append(&b, p, len);
+        }
+        p += len;
+        if (*p == ',')
+            sl_buf_putc(&b, *p++);
+    }
+    snprintf(out, size, "%s", b.data ? b.data : "");
+    sl_buf_free(&b);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -38,10 +78,11 @@ static void on_disconnected(natsConnection *nc, void *closure)
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     struct sl_bus *bus = closure;
-    char url[256] = "";
+    char url[256] = "", shown[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    sl_bus_redact(url, shown, sizeof shown);
     atomic_fetch_add(&bus->reconnects, 1);
-    sl_info("reconnected to NATS", "url=%s", sl_log_q(url));
+    sl_info("reconnected to NATS", "url=%s", sl_log_q(shown));
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
@@ -71,8 +112,11 @@ static sl_status set_servers(natsOptions *o, const char *urls)
     }
     natsStatus s = n ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
     free(copy);
-    if (s != NATS_OK)
-        return sl_fail(SL_EINVAL, "NATS_URL \"%s\" is not a valid server list", urls);
+    if (s != NATS_OK) {
+        char shown[512];
+        sl_bus_redact(urls, shown, sizeof shown);
+        return sl_fail(SL_EINVAL, "NATS_URL \"%s\" is not a valid server list", shown);
+    }
     return SL_OK;
 }
 
@@ -133,9 +177,9 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
         }
     }
     if ((s = natsConnection_Connect(&bus->nc, o)) != NATS_OK) {
-        const char *detail = nats_GetLastError(NULL);
-        st = sl_fail(SL_ENATS, "cannot connect to NATS at %s: %s", cfg->nats_url,
-                     detail && detail[0] ? detail : natsStatus_GetText(s));
+        char shown[512];
+        sl_bus_redact(cfg->nats_url, shown, sizeof shown);
+        st = sl_fail(SL_ENATS, "cannot connect to NATS at %s: %s", shown, nats_detail(s));
         goto cleanup;
     }
     *out = bus;
