@@ -11,10 +11,13 @@ WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
-# Debian packages that building, running and testing need.
+# Debian packages that building and running need (the Dockerfile's build
+# stage installs the same; tests/test_docker.c checks it) ...
 DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
-        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev prometheus \
-        python3-yaml
+        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
+# ... and those only the tests need: Prometheus and promtool, PyYAML for the
+# Helm values, valgrind, clang and libFuzzer.
+TEST_DEBS := prometheus python3-yaml valgrind clang libclang-rt-dev
 # Tools a test needs that may come from elsewhere than Debian (a newer
 # Node.js); Debian's package is installed only when the command is missing.
 TOOLS := node:nodejs npm:npm
@@ -51,13 +54,21 @@ $(BUILD)/sluice-test: $(OBJ) $(TESTOBJ)
 
 # Installs the Debian packages that are missing; does nothing when all are
 # there, so it needs root (and apt) only on a machine that never saw sluice.
-deps:
-	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
-	  for t in $(TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || echo $${t#*:}; done); \
+# `deps` is what building and running need; `test-deps` adds the tests'.
+define install_missing
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  for t in $(2); do command -v $${t%%:*} >/dev/null 2>&1 || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEBS),)
+
+test-deps:
+	$(call install_missing,$(DEBS) $(TEST_DEBS),$(TOOLS))
 
 # The reference job: 100,000 generated users through the pipeline into
 # sluice.db, starting over each time (--fresh).
@@ -65,24 +76,26 @@ run: deps
 	$(MAKE) --no-print-directory all
 	$(BUILD)/sluice run --fresh
 
-# The whole suite, the Kubernetes manifests' tests, then the suite again
-# under AddressSanitizer + UBSan.
-test: deps
+# The whole suite, the Kubernetes manifests' tests, a few seconds of each
+# fuzz target (mk/fuzz.mk), then the suite again under AddressSanitizer +
+# UBSan.
+test: test-deps
 	$(MAKE) --no-print-directory test-plain
 	$(MAKE) --no-print-directory test-k8s
+	$(MAKE) --no-print-directory fuzz-smoke
 	$(MAKE) --no-print-directory test-asan
 
 # deploy/k8s rendered, validated against the API schemas, and its commands
 # run against a local nats-server (tests/k8s, Node.js).
-test-k8s: deps $(BUILD)/sluice
+test-k8s: test-deps $(BUILD)/sluice
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) bash tests/k8s/run.sh
 
-test-plain: deps
+test-plain: test-deps
 	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_SRCDIR=$(CURDIR) $(BUILD)/sluice-test $(T)
 
 # The suite built with -fsanitize=address,undefined, in build-asan/.
-test-asan: deps
+test-asan: test-deps
 	$(MAKE) --no-print-directory BUILD=build-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/sluice build-asan/sluice-test
@@ -93,6 +106,6 @@ test-asan: deps
 -include mk/*.mk
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps run test test-plain test-k8s test-asan clean
+.PHONY: all deps test-deps run test test-plain test-k8s test-asan clean

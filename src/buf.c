@@ -97,13 +97,51 @@ void sl_buf_printf(sl_buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+size_t sl_utf8_char(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (n == 0)
+        return 0;
+    if (u[0] < 0x80)
+        return 1;
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if ((u[0] & 0xe0) == 0xc0)
+        len = 2, min = 0x80, cp = u[0] & 0x1f;
+    else if ((u[0] & 0xf0) == 0xe0)
+        len = 3, min = 0x800, cp = u[0] & 0x0f;
+    else if ((u[0] & 0xf8) == 0xf0)
+        len = 4, min = 0x10000, cp = u[0] & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((u[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (u[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
 void sl_buf_json_escape(sl_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     sl_buf_reserve(b, n + 2);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
+        if (c >= 0x80) {
+            size_t len = sl_utf8_char(s + i, n - i);
+            if (len == 0) {
+                sl_buf_puts(b, "\\ufffd");
+            } else {
+                sl_buf_append(b, s + i, len);
+                i += len - 1;
+            }
+        } else if (c == '"' || c == '\\') {
             sl_buf_putc(b, '\\');
             sl_buf_putc(b, (char)c);
         } else if (c < 0x20) {

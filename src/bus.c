@@ -1,7 +1,9 @@
 /* bus.c - connecting to NATS and speaking through it. */
 #include "bus.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +19,22 @@ struct sl_bus {
     atomic_llong reconnects;
     atomic_bool closing; /* a disconnect is then expected, not news */
     char subjects[SL_SUBJ_COUNT][256];
+    /* nats.c calls its connection callbacks from its own thread, the
+     * "closed" one last: the bus is freed only after it ran. */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool closed;
 };
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    struct sl_bus *bus = closure;
+    (void)nc;
+    pthread_mutex_lock(&bus->mu);
+    bus->closed = true;
+    pthread_cond_signal(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+}
 
 /* nats.c's last error, without the "(conn.c:2088): " it starts with. */
 static const char *nats_detail(natsStatus s)
@@ -124,6 +141,8 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
 {
     natsOptions *o = NULL;
     sl_bus *bus = sl_xcalloc(1, sizeof *bus);
+    pthread_mutex_init(&bus->mu, NULL);
+    pthread_cond_init(&bus->cond, NULL);
     sl_status st = SL_OK;
     natsStatus s;
 
@@ -148,6 +167,7 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
     natsOptions_SetDisconnectedCB(o, on_disconnected, bus);
     natsOptions_SetReconnectedCB(o, on_reconnected, bus);
     natsOptions_SetErrorHandler(o, on_error, bus);
+    natsOptions_SetClosedCB(o, on_closed, bus);
     if (cfg->nats_user[0] && (s = natsOptions_SetUserInfo(o, cfg->nats_user, cfg->nats_password)) != NATS_OK) {
         st = sl_nats_fail(s, "NATS user");
         goto cleanup;
@@ -279,7 +299,21 @@ void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
         natsSubscription_Destroy(bus->subs[i]);
     if (bus->nc) {
         natsConnection_Close(bus->nc);
+        /* Wait (bounded) for the closed callback: after it, nats.c calls
+         * nothing of ours that could touch the bus. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&bus->mu);
+        while (!bus->closed && pthread_cond_timedwait(&bus->cond, &bus->mu, &until) == 0)
+            ;
+        bool closed = bus->closed;
+        pthread_mutex_unlock(&bus->mu);
         natsConnection_Destroy(bus->nc);
+        if (!closed)
+            return; /* leak rather than risk a late callback on freed memory */
     }
+    pthread_cond_destroy(&bus->cond);
+    pthread_mutex_destroy(&bus->mu);
     free(bus);
 }

@@ -331,11 +331,15 @@ static char *status_json(fetcher *f)
     for (int i = 0; i < BAD_COUNT; i++)
         json_object_set_new(bad, bad_names[i], json_integer((json_int_t)sl_metric_get(f->bad[i])));
     json_t *dead = json_array();
-    for (int64_t i = 0; i < c.chunks && json_array_size(dead) < 100 && c.dead > 0; i++)
-        if (sl_ledger_state(f->ledger, i) == SL_CHUNK_DEAD) {
-            const char *why = sl_ledger_reason(f->ledger, i);
-            json_array_append_new(dead, json_pack("{sIss}", "chunk", (json_int_t)i, "reason", why ? why : ""));
-        }
+    for (int64_t i = 0; i < c.chunks && json_array_size(dead) < 100 && c.dead > 0; i++) {
+        if (sl_ledger_state(f->ledger, i) != SL_CHUNK_DEAD)
+            continue;
+        /* Reasons are kept as valid UTF-8 (sl_proto_reason), but a ledger
+         * written elsewhere may hold anything: never drop a dead chunk. */
+        const char *why = sl_ledger_reason(f->ledger, i);
+        json_t *e = json_pack("{sIss}", "chunk", (json_int_t)i, "reason", why ? why : "");
+        json_array_append_new(dead, e ? e : json_pack("{sIss}", "chunk", (json_int_t)i, "reason", "(unreadable)"));
+    }
     double elapsed = (double)(sl_now_ms() - f->started_ms) / 1000.0;
     double rate = elapsed > 0 ? (double)(c.objects_saved - f->saved_at_start) / elapsed : 0;
     json_t *j = json_pack(

@@ -53,16 +53,29 @@ const char *sl_log_q(const char *value)
         return "\"\"";
     int plain = value[0] != '\0';
     for (const char *p = value; *p; p++)
-        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20)
+        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20 ||
+            (unsigned char)*p >= 0x80)
             plain = 0;
     if (plain)
         return value;
     char *out = bufs[next++ & 3];
     size_t n = 0, cap = sizeof bufs[0];
     out[n++] = '"';
-    for (const char *p = value; *p && n + 4 < cap; p++) {
+    size_t left = strlen(value);
+    for (const char *p = value; *p && n + 6 < cap; p++, left--) {
         unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
+        if (c >= 0x80) {
+            /* Whole characters only; a stray byte becomes '?'. */
+            size_t len = sl_utf8_char(p, left);
+            if (!len) {
+                out[n++] = '?';
+                continue;
+            }
+            memcpy(out + n, p, len);
+            n += len;
+            p += len - 1;
+            left -= len - 1;
+        } else if (c == '"' || c == '\\') {
             out[n++] = '\\';
             out[n++] = (char)c;
         } else if (c == '\n') {

@@ -75,8 +75,11 @@ static void send_lease_msg(mapper *mp, sl_subject subj, const lease *l, const ch
     natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, subj), NULL, NULL, 0);
     sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
     sl_msg_set(m, SL_H_LEASE, l->token);
-    if (reason)
-        sl_msg_set(m, SL_H_REASON, reason);
+    if (reason) {
+        char why[SL_REASON_MAX + 1];
+        sl_proto_reason(why, sizeof why, reason);
+        sl_msg_set(m, SL_H_REASON, why);
+    }
     if (sl_bus_publish(mp->bus, m) != SL_OK)
         sl_warn("publish failed", "subject=%s error=%s", sl_bus_subject(mp->bus, subj), sl_log_q(sl_errmsg()));
     natsMsg_Destroy(m);
@@ -269,7 +272,9 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         if (sl_transform_apply(mp->tf, obj, &mapped) != SL_OK) {
             dead = sl_xrealloc(dead, (size_t)(ndead + 1) * sizeof *dead);
             dead[ndead].index = (int64_t)i;
-            dead[ndead].reason = sl_xstrdup(sl_errmsg());
+            char why[SL_REASON_MAX + 1];
+            sl_proto_reason(why, sizeof why, sl_errmsg());
+            dead[ndead].reason = sl_xstrdup(why);
             dead[ndead].raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
             sl_warn("object dead-lettered", "chunk=%" PRId64 " object=%zu reason=%s", l->chunk, i,
                     sl_log_q(dead[ndead].reason));

@@ -1,6 +1,8 @@
 /* proto.c - subjects and header parsing. */
 #include "proto.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -78,14 +80,17 @@ void sl_proto_reason(char *out, size_t size, const char *reason)
 {
     if (!size)
         return;
-    size_t n = reason ? strlen(reason) : 0;
-    if (n > size - 1) {
-        n = size - 1;
-        /* Back off continuation bytes (10xxxxxx) to a character start. */
-        while (n > 0 && ((unsigned char)reason[n] & 0xc0) == 0x80)
-            n--;
+    size_t o = 0, n = reason ? strlen(reason) : 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = sl_utf8_char(reason + i, n - i);
+        /* A reason can quote bytes from the network; it must stay text. */
+        const char *piece = len ? reason + i : "?";
+        size_t plen = len ? len : 1;
+        if (o + plen > size - 1)
+            break;
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += len ? len : 1;
     }
-    if (n)
-        memcpy(out, reason, n);
-    out[n] = '\0';
+    out[o] = '\0';
 }

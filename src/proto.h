@@ -53,7 +53,8 @@ typedef enum {
 #define SL_REASON_MAX 1024
 
 /* Copies reason into out (size > SL_REASON_MAX is enough), cut at
- * size-1 bytes without splitting a UTF-8 character; NULL becomes "". */
+ * size-1 bytes without splitting a UTF-8 character, bytes that are not
+ * valid UTF-8 replaced by '?'; NULL becomes "". */
 void sl_proto_reason(char *out, size_t size, const char *reason);
 
 /* Writes "sluice.<job>.<name>" into buf (size >= 256). */

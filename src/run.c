@@ -383,8 +383,10 @@ static void print_summary(launcher *ln, int rc)
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(j, "dead_chunks"), i, d)
-        printf("    chunk %" PRId64 ": %s\n", (int64_t)json_integer_value(json_object_get(d, "chunk")),
-               json_string_value(json_object_get(d, "reason")));
+    {
+        const char *why = json_string_value(json_object_get(d, "reason"));
+        printf("    chunk %" PRId64 ": %s\n", (int64_t)json_integer_value(json_object_get(d, "chunk")), why ? why : "?");
+    }
     printf("  wall time       %.3f s\n", secs);
     printf("  throughput      %.0f objects/s\n", secs > 0 ? (double)now_saved / secs : 0.0);
     fflush(stdout);

@@ -51,8 +51,10 @@ int sl_status_main(const sl_config *cfg)
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(j, "dead_chunks"), i, d)
-        printf("dead chunk %lld: %s\n", (long long)json_integer_value(json_object_get(d, "chunk")),
-               json_string_value(json_object_get(d, "reason")));
+    {
+        const char *why = json_string_value(json_object_get(d, "reason"));
+        printf("dead chunk %lld: %s\n", (long long)json_integer_value(json_object_get(d, "chunk")), why ? why : "?");
+    }
     rc = 0;
 cleanup:
     json_decref(j);

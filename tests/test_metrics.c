@@ -89,3 +89,12 @@ SL_TEST(metrics_escape_and_values, 5)
     free(out);
     sl_metrics_destroy(m);
 }
+
+SL_TEST(buf_json_escape_always_yields_valid_utf8, 5)
+{
+    sl_buf b = SL_BUF_INIT;
+    const char in[] = "ok \xc3\xa9 \xff \"q\" \x01";
+    sl_buf_json_escape(&b, in, sizeof in - 1);
+    CHECK_STR(b.data, "ok \xc3\xa9 \\ufffd \\\"q\\\" \\u0001");
+    sl_buf_free(&b);
+}

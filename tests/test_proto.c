@@ -261,3 +261,16 @@ SL_TEST(proto_reason_is_cut_at_a_character_boundary, 5)
     sl_proto_reason(out, 0, "abc");
     CHECK(out[0] == 'Z');
 }
+
+SL_TEST(proto_reason_replaces_bytes_that_are_not_utf8, 5)
+{
+    char out[64];
+    sl_proto_reason(out, sizeof out, "bad \xff\xfe bytes \xc3");
+    CHECK_STR(out, "bad ?? bytes ?");
+    sl_proto_reason(out, sizeof out, "invalid escape near '\"\\\xc3'");
+    CHECK_STR(out, "invalid escape near '\"\\?'");
+    sl_proto_reason(out, sizeof out, "Zo\xc3\xab \xf0\x9f\x98\x80"); /* valid: kept */
+    CHECK_STR(out, "Zo\xc3\xab \xf0\x9f\x98\x80");
+    sl_proto_reason(out, sizeof out, "\xed\xa0\x80 surrogate, \xc0\xaf overlong");
+    CHECK_STR(out, "??? surrogate, ?? overlong");
+}
