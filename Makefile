@@ -17,7 +17,7 @@ DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
         libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
 # ... and those only the tests need: Prometheus and promtool, PyYAML for the
 # Helm values, valgrind, clang and libFuzzer.
-TEST_DEBS := prometheus python3-yaml valgrind clang libclang-rt-dev
+TEST_DEBS := prometheus python3-yaml valgrind clang libclang-rt-dev openssl
 # Tools a test needs that may come from elsewhere than Debian (a newer
 # Node.js); Debian's package is installed only when the command is missing.
 TOOLS := node:nodejs npm:npm

@@ -6,9 +6,11 @@
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
 #include "log.h"
+#include "url.h"
 
 #define MAX_SUBS 8
 
@@ -55,35 +57,6 @@ sl_status sl_nats_fail(natsStatus s, const char *what)
     return sl_fail(SL_ENATS, "%s: %s", what, nats_detail(s));
 }
 
-void sl_bus_redact(const char *urls, char *out, size_t size)
-{
-    sl_buf b = SL_BUF_INIT;
-    const char *p = urls;
-    while (*p) {
-        size_t len = strcspn(p, ",");
-        const char *scheme = NULL;
-        for (const char *q = p; q + 2 < p + len; q++)
-            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
-                scheme = q + 3;
-                break;
-            }
-        const char *host = scheme ? scheme : p;
-        const char *at = memchr(host, '@', (size_t)(p + len - host));
-        if (at) {
-            sl_buf_append(&b, p, (size_t)(host - p));
-            sl_buf_puts(&b, "***");
-            sl_buf_append(&b, at, (size_t)(p + len - at));
-        } else {
-            sl_buf_append(&b, p, len);
-        }
-        p += len;
-        if (*p == ',')
-            sl_buf_putc(&b, *p++);
-    }
-    snprintf(out, size, "%s", b.data ? b.data : "");
-    sl_buf_free(&b);
-}
-
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     struct sl_bus *bus = closure;
@@ -97,19 +70,37 @@ static void on_reconnected(natsConnection *nc, void *closure)
     struct sl_bus *bus = closure;
     char url[256] = "", shown[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
-    sl_bus_redact(url, shown, sizeof shown);
+    sl_url_redact(url, shown, sizeof shown);
     atomic_fetch_add(&bus->reconnects, 1);
     sl_info("reconnected to NATS", "url=%s", sl_log_q(shown));
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
-    (void)nc, (void)closure;
+    (void)closure;
     int64_t dropped = 0;
     if (sub)
         natsSubscription_GetDropped(sub, &dropped);
-    sl_warn("NATS asynchronous error", "error=%s dropped=%lld", sl_log_q(natsStatus_GetText(err)),
-            (long long)dropped);
+    /* The server's own words say what was refused, e.g. which subject a
+     * permission does not allow. */
+    const char *text = NULL;
+    natsConnection_GetLastError(nc, &text);
+    sl_warn("NATS asynchronous error", "error=%s detail=%s dropped=%lld", sl_log_q(natsStatus_GetText(err)),
+            sl_log_q(text && text[0] ? text : ""), (long long)dropped);
+}
+
+/* True if any URL of the list asks for TLS (tls://): nats.c 3.4 ignores the
+ * scheme and would connect in clear to a server without TLS. */
+static bool wants_tls(const char *urls)
+{
+    for (const char *p = urls; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!strncasecmp(p, "tls://", 6))
+            return true;
+        p = strchr(p, ',');
+    }
+    return false;
 }
 
 /* Splits "a,b , c" into the servers nats.c wants. */
@@ -131,7 +122,7 @@ static sl_status set_servers(natsOptions *o, const char *urls)
     free(copy);
     if (s != NATS_OK) {
         char shown[512];
-        sl_bus_redact(urls, shown, sizeof shown);
+        sl_url_redact(urls, shown, sizeof shown);
         return sl_fail(SL_EINVAL, "NATS_URL \"%s\" is not a valid server list", shown);
     }
     return SL_OK;
@@ -181,7 +172,7 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
         st = sl_nats_fail(s, "NATS credentials file");
         goto cleanup;
     }
-    if (cfg->nats_ca[0] || cfg->nats_cert[0]) {
+    if (cfg->nats_ca[0] || cfg->nats_cert[0] || wants_tls(cfg->nats_url)) {
         if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) {
             st = sl_nats_fail(s, "NATS TLS");
             goto cleanup;
@@ -198,8 +189,15 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
     }
     if ((s = natsConnection_Connect(&bus->nc, o)) != NATS_OK) {
         char shown[512];
-        sl_bus_redact(cfg->nats_url, shown, sizeof shown);
-        st = sl_fail(SL_ENATS, "cannot connect to NATS at %s: %s", shown, nats_detail(s));
+        sl_url_redact(cfg->nats_url, shown, sizeof shown);
+        /* A server that wants a client certificate it trusts closes the
+         * connection after the handshake; nats.c only sees a missing PONG. */
+        bool tls = cfg->nats_ca[0] || cfg->nats_cert[0] || wants_tls(cfg->nats_url);
+        st = sl_fail(SL_ENATS, "cannot connect to NATS at %s: %s%s", shown, nats_detail(s),
+                     tls && s == NATS_PROTOCOL_ERROR
+                         ? "; the server closed the connection after the TLS handshake: it may require a client "
+                           "certificate (NATS_CERT/NATS_KEY) that it trusts"
+                         : "");
         goto cleanup;
     }
     *out = bus;

@@ -49,10 +49,6 @@ int64_t sl_bus_reconnects(const sl_bus *bus);
 /* Sends what is buffered (up to timeout_ms), closes and frees; accepts NULL. */
 void sl_bus_close(sl_bus *bus, int64_t timeout_ms);
 
-/* Copies a server list (comma-separated URLs) to out with any user:pass@
- * or token@ part replaced by "***@": for logs and error messages. */
-void sl_bus_redact(const char *urls, char *out, size_t size);
-
 /* Turns a nats.c status into SL_ENATS with "what: nats.c's text". */
 sl_status sl_nats_fail(natsStatus s, const char *what);
 

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "roles.h"
 #include "stop.h"
+#include "url.h"
 
 #define MAX_CHILDREN 1200
 #define QUICK_EXIT_MS 2000
@@ -659,7 +660,7 @@ int sl_run_main(const sl_config *cfg)
         if (ln.kids[i].kind == K_PROMETHEUS)
             say(&ln, "Prometheus: http://127.0.0.1:%d (try the query nats_varz_cpu)", ln.kids[i].http_port);
     char shown[256];
-    sl_bus_redact(ln.url, shown, sizeof shown);
+    sl_url_redact(ln.url, shown, sizeof shown);
     say(&ln, "job %s: %" PRId64 " objects in chunks of %" PRId64 ", %" PRId64 " mappers, %" PRId64
              " savers, NATS %s", cfg->job, cfg->objects, cfg->chunk_size, cfg->mappers, cfg->savers, shown);
 

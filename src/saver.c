@@ -18,6 +18,7 @@
 #include "sink.h"
 #include "stop.h"
 #include "telemetry.h"
+#include "url.h"
 
 typedef struct {
     const sl_config *cfg;
@@ -226,8 +227,11 @@ static int ready(void *arg, sl_buf *why)
     pthread_mutex_lock(&s->mu);
     bool ok = s->sink_ok;
     pthread_mutex_unlock(&s->mu);
-    if (!ok)
-        sl_buf_printf(why, "the last transaction on %s failed", s->cfg->sink);
+    if (!ok) {
+        char shown[512];
+        sl_url_redact(s->cfg->sink, shown, sizeof shown);
+        sl_buf_printf(why, "the last transaction on %s failed", shown);
+    }
     return ok;
 }
 
@@ -279,7 +283,9 @@ int sl_saver_main(const sl_config *cfg)
         goto cleanup;
     }
     natsConnection_Flush(sl_bus_nc(s.bus));
-    sl_info("saver started", "job=%s sink=%s", cfg->job, sl_log_q(cfg->sink));
+    char shown[512];
+    sl_url_redact(cfg->sink, shown, sizeof shown);
+    sl_info("saver started", "job=%s sink=%s", cfg->job, sl_log_q(shown));
     while (!sl_stop_sleep(1000))
         ;
     rc = 0;

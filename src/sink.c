@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "url.h"
 
 struct sl_sink {
     void *impl;
@@ -18,8 +19,11 @@ sl_status sl_sink_open(sl_sink **out, const char *uri)
     sl_status st;
     if (!strncmp(uri, "sqlite:", 7) && uri[7])
         st = sl_sink_sqlite_open(uri + 7, &impl, &ops);
-    else
-        return sl_fail(SL_EINVAL, "--sink: unknown sink \"%s\" (known: sqlite:PATH)", uri);
+    else {
+        char shown[512];
+        sl_url_redact(uri, shown, sizeof shown);
+        return sl_fail(SL_EINVAL, "--sink: unknown sink \"%s\" (known: sqlite:PATH)", shown);
+    }
     if (st)
         return st;
     sl_sink *s = sl_xcalloc(1, sizeof *s);

@@ -1,11 +1,11 @@
-/* test_bus.c - what the NATS connection shows of itself in messages. */
-#include "bus.h"
+/* test_bus.c - what URLs show of their credentials in messages. */
+#include "url.h"
 #include "test.h"
 
 static void redacted(const char *in, const char *want)
 {
     char out[256];
-    sl_bus_redact(in, out, sizeof out);
+    sl_url_redact(in, out, sizeof out);
     CHECK_STR(out, want);
 }
 
@@ -17,4 +17,5 @@ SL_TEST(bus_redacts_credentials_in_urls, 5)
     redacted("nats://a:b@h1:1,nats://h2:2, nats://c@h3:3", "nats://***@h1:1,nats://h2:2, nats://***@h3:3");
     redacted("u:p@host:4222", "***@host:4222");
     redacted("", "");
+    redacted("postgres://sluice:pw@db:5432/x", "postgres://***@db:5432/x");
 }
