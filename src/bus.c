@@ -12,12 +12,10 @@
 #include "log.h"
 #include "url.h"
 
-#define MAX_SUBS 8
 
 struct sl_bus {
     natsConnection *nc;
-    natsSubscription *subs[MAX_SUBS];
-    int nsubs;
+    natsSubscription *subs[SL_SUBJ_COUNT]; /* at most one per subject */
     atomic_llong reconnects;
     atomic_bool closing; /* a disconnect is then expected, not news */
     char subjects[SL_SUBJ_COUNT][256];
@@ -245,18 +243,36 @@ sl_status sl_bus_request(sl_bus *bus, natsMsg *req, int64_t timeout_ms, natsMsg 
 sl_status sl_bus_subscribe(sl_bus *bus, sl_subject subj, const char *queue, natsMsgHandler cb,
                            void *closure)
 {
-    SL_ASSERT(bus->nsubs < MAX_SUBS);
+    SL_ASSERT(!bus->subs[subj]);
     natsSubscription *sub = NULL;
     natsStatus s = queue ? natsConnection_QueueSubscribe(&sub, bus->nc, bus->subjects[subj], queue, cb, closure)
                          : natsConnection_Subscribe(&sub, bus->nc, bus->subjects[subj], cb, closure);
     if (s != NATS_OK)
         return sl_nats_fail(s, bus->subjects[subj]);
-    /* A saver far behind must not have chunks dropped silently by the
-     * client: allow a deep queue (bytes bounded, see the slow-consumer
-     * handler), and redelivery covers what is dropped anyway. */
-    natsSubscription_SetPendingLimits(sub, 65536, 256 * 1024 * 1024);
-    bus->subs[bus->nsubs++] = sub;
+    /* How much may wait in this process. Mapped chunks are big and a saver
+     * holds few: a stalled saver must not grow without bound. What goes
+     * over is dropped by nats.c (logged as a slow consumer) and comes back
+     * by redelivery. The fetcher's small messages may queue deeper. */
+    if (subj == SL_SUBJ_MAPPED)
+        natsSubscription_SetPendingLimits(sub, 256, 32 * 1024 * 1024);
+    else
+        natsSubscription_SetPendingLimits(sub, 65536, 64 * 1024 * 1024);
+    bus->subs[subj] = sub;
     return SL_OK;
+}
+
+void sl_bus_unsubscribe(sl_bus *bus, sl_subject subj)
+{
+    if (!bus->subs[subj])
+        return;
+    natsSubscription_Unsubscribe(bus->subs[subj]);
+    natsSubscription_Destroy(bus->subs[subj]);
+    bus->subs[subj] = NULL;
+}
+
+bool sl_bus_subscribed(const sl_bus *bus, sl_subject subj)
+{
+    return bus->subs[subj] != NULL;
 }
 
 bool sl_bus_connected(sl_bus *bus)
@@ -282,7 +298,9 @@ void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
     /* Draining lets a callback that is mid-message finish (a saver in its
      * transaction) before anything it uses is freed; without a timeout the
      * subscriptions are just dropped. */
-    for (int i = 0; i < bus->nsubs; i++) {
+    for (int i = 0; i < SL_SUBJ_COUNT; i++) {
+        if (!bus->subs[i])
+            continue;
         if (timeout_ms > 0 && natsSubscription_DrainTimeout(bus->subs[i], timeout_ms) == NATS_OK) {
             if (natsSubscription_WaitForDrainCompletion(bus->subs[i], timeout_ms) != NATS_OK)
                 sl_warn("subscription did not drain in time", "subject=%s",
@@ -293,7 +311,7 @@ void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
     }
     if (bus->nc && timeout_ms > 0)
         natsConnection_FlushTimeout(bus->nc, timeout_ms);
-    for (int i = 0; i < bus->nsubs; i++)
+    for (int i = 0; i < SL_SUBJ_COUNT; i++)
         natsSubscription_Destroy(bus->subs[i]);
     if (bus->nc) {
         natsConnection_Close(bus->nc);

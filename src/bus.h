@@ -36,10 +36,16 @@ sl_status sl_bus_publish(sl_bus *bus, natsMsg *m);
  * the caller). SL_ETIMEOUT on timeout, SL_ENOTFOUND when nobody listens. */
 sl_status sl_bus_request(sl_bus *bus, natsMsg *req, int64_t timeout_ms, natsMsg **reply);
 
-/* Subscribes cb to s (in queue group `queue` unless NULL). The
- * subscription lives until sl_bus_close. */
+/* Subscribes cb to s (in queue group `queue` unless NULL); one
+ * subscription per subject. It lives until sl_bus_unsubscribe or
+ * sl_bus_close. */
 sl_status sl_bus_subscribe(sl_bus *bus, sl_subject s, const char *queue,
                            natsMsgHandler cb, void *closure);
+
+/* Drops the subscription to s (if any); messages queued for it are lost,
+ * which the protocol's redelivery covers. Not from s's own callback. */
+void sl_bus_unsubscribe(sl_bus *bus, sl_subject s);
+bool sl_bus_subscribed(const sl_bus *bus, sl_subject s);
 
 bool sl_bus_connected(sl_bus *bus);
 /* The largest message (headers and body) the server accepts. */

@@ -566,6 +566,10 @@ int sl_fetcher_main(const sl_config *cfg)
         }
         sl_stop_sleep(TICK_MS);
     }
+    /* Stopped within a tick of the end: P.status may already have said
+     * "complete"; one last tick makes the exit code agree with it. */
+    if (!f.complete)
+        tick(&f, &last_flush);
     if (f.complete) {
         sl_ledger_counts_get(f.ledger, &c);
         rc = c.dead ? 3 : 0;

@@ -20,6 +20,10 @@
 #include "telemetry.h"
 #include "url.h"
 
+#define OUTAGE_TICK_MS 100
+#define OUTAGE_BACKOFF_MS 500
+#define OUTAGE_MAX_BACKOFF_MS 10000
+
 typedef struct {
     const sl_config *cfg;
     sl_bus *bus;
@@ -149,8 +153,18 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     s->sink_ok = saved >= 0;
     sl_metric_set(s->m_ready, s->sink_ok);
     pthread_mutex_unlock(&s->mu);
-    if (saved < 0)
+    if (saved < 0) {
+        /* Not the chunk's fault: hand it back (a release without a reason
+         * is not a failure), so a sink outage does not use up the chunk's
+         * attempts. It is leased again at once; meanwhile this saver stops
+         * taking chunks (see the main loop). */
+        natsMsg *r = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_RELEASE), NULL, NULL, 0);
+        sl_msg_set_int(r, SL_H_CHUNK, chunk);
+        sl_msg_set(r, SL_H_LEASE, token);
+        sl_bus_publish(s->bus, r);
+        natsMsg_Destroy(r);
         goto out;
+    }
     natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, NULL, 0);
     sl_msg_set_int(c, SL_H_CHUNK, chunk);
     sl_msg_set(c, SL_H_LEASE, token);
@@ -192,8 +206,10 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         (st = sl_sink_dead(s->sink, chunk, stage, object, why, natsMsg_GetData(m),
                            (size_t)natsMsg_GetDataLength(m))) == SL_OK)
         st = sl_sink_commit(s->sink);
-    if (st != SL_OK)
+    if (st != SL_OK) {
         sl_sink_rollback(s->sink);
+        s->failed_commits++;
+    }
     s->sink_ok = st == SL_OK;
     sl_metric_set(s->m_ready, s->sink_ok);
     if (st == SL_OK)
@@ -286,8 +302,32 @@ int sl_saver_main(const sl_config *cfg)
     char shown[512];
     sl_url_redact(cfg->sink, shown, sizeof shown);
     sl_info("saver started", "job=%s sink=%s", cfg->job, sl_log_q(shown));
-    while (!sl_stop_sleep(1000))
-        ;
+    /* While the sink fails, take no chunks: mappers then find no saver
+     * (or another one) and hold theirs, extending the leases, instead of
+     * each chunk sent here failing its lease. Chunks are taken again after
+     * a back-off, and the next commit tells whether the sink is back. */
+    int64_t seen_failures = 0, backoff = OUTAGE_BACKOFF_MS, resume_at = 0;
+    while (!sl_stop_sleep(OUTAGE_TICK_MS)) {
+        pthread_mutex_lock(&s.mu);
+        int64_t failures = s.failed_commits;
+        bool ok = s.sink_ok;
+        pthread_mutex_unlock(&s.mu);
+        bool taking = sl_bus_subscribed(s.bus, SL_SUBJ_MAPPED);
+        if (taking && failures > seen_failures) {
+            sl_bus_unsubscribe(s.bus, SL_SUBJ_MAPPED);
+            seen_failures = failures;
+            resume_at = sl_now_ms() + backoff;
+            sl_warn("the sink fails; taking no chunks for now", "retry_in_ms=%" PRId64, backoff);
+            backoff = backoff * 2 > OUTAGE_MAX_BACKOFF_MS ? OUTAGE_MAX_BACKOFF_MS : backoff * 2;
+        } else if (!taking && sl_now_ms() >= resume_at) {
+            if (sl_bus_subscribe(s.bus, SL_SUBJ_MAPPED, SL_SAVER_QUEUE, on_mapped, &s) == SL_OK)
+                sl_info("taking chunks again", NULL);
+            else
+                resume_at = sl_now_ms() + backoff;
+        }
+        if (ok && taking)
+            backoff = OUTAGE_BACKOFF_MS;
+    }
     rc = 0;
 cleanup:
     sl_telemetry_stop(&s.tel);
