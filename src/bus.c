@@ -170,6 +170,16 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
         st = sl_nats_fail(s, "NATS credentials file");
         goto cleanup;
     }
+    if (cfg->nats_nkey[0] || cfg->nats_nkey_seed[0]) {
+        if (!cfg->nats_nkey[0] || !cfg->nats_nkey_seed[0]) {
+            st = sl_fail(SL_EINVAL, "NATS_NKEY (the public key) and NATS_NKEY_SEED (the seed file) go together");
+            goto cleanup;
+        }
+        if ((s = natsOptions_SetNKeyFromSeed(o, cfg->nats_nkey, cfg->nats_nkey_seed)) != NATS_OK) {
+            st = sl_nats_fail(s, "NATS NKey seed file");
+            goto cleanup;
+        }
+    }
     if (cfg->nats_ca[0] || cfg->nats_cert[0] || wants_tls(cfg->nats_url)) {
         if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) {
             st = sl_nats_fail(s, "NATS TLS");

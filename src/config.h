@@ -32,6 +32,8 @@ typedef struct {
     char *nats_password;
     char *nats_token;
     char *nats_creds; /* a .creds file (JWT + nkey seed) */
+    char *nats_nkey;  /* a user's NKey public key ... */
+    char *nats_nkey_seed; /* ... and the file holding its seed */
     char *nats_ca;    /* TLS: CA bundle to verify the server */
     char *nats_cert;  /* TLS: client certificate ... */
     char *nats_key;   /* ... and its key */

@@ -15,9 +15,7 @@
  *
  * Keys, certificates and JWTs are made in the test's tmpdir with the
  * openssl command; nothing is downloaded and no secret lives in the
- * repository. A test written ahead of the src change it needs is declared
- * with SL_TEST_PENDING (its comment says which change): it compiles but does
- * not run; it becomes SL_TEST once the change is in. */
+ * repository. */
 #include <dirent.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -31,15 +29,6 @@
 #include "buf.h"
 #include "pipeline.h"
 #include "test.h"
-
-/* A test that waits for a src change: compiled, not run (unless built
- * with -DSL_TEST_RUN_PENDING, to watch it fail before the change). */
-#ifdef SL_TEST_RUN_PENDING
-#define SL_TEST_PENDING SL_TEST
-#else
-#define SL_TEST_PENDING(name, timeout_s)                                       \
-    __attribute__((unused)) static void test_##name(void)
-#endif
 
 #define JOB_OBJECTS 1000
 #define JOB_CHUNK 100
@@ -581,11 +570,9 @@ SL_TEST(auth_nkey_seed_is_not_a_creds_file, 60)
     th_nats_stop(ns);
 }
 
-/* Needs NATS_NKEY_SEED (--nats-nkey-seed FILE): a file holding a user's
- * NKey seed, passed to natsOptions_SetNKeyFromSeed with the public key
- * derived from it. NATS_NKEY (the public key) is set too, for a variant
- * that asks for it instead of deriving it. */
-SL_TEST_PENDING(auth_nkey_seed_option_pending, 120)
+/* NATS_NKEY (the public key) and NATS_NKEY_SEED (a file holding the seed)
+ * sign in as an NKey user; another user's key is refused. */
+SL_TEST(auth_nkey_seed_option, 120)
 {
     nkey user;
     th_nats *ns = nkey_server(&user);
