@@ -107,64 +107,6 @@ static long http_code(int port, const char *path)
     return tp_http_get(url, NULL);
 }
 
-/* Every object of the generator's chunks except `skip` (-1: none) is in the
- * sink at path exactly once, with the fullname transform's value and its
- * chunk; nothing of chunk `skip` is. Returns the rows checked. */
-static int64_t verify_except(const char *path, int64_t objects, int64_t chunk_size, int64_t skip)
-{
-    sqlite3 *db = NULL;
-    CHECK_MSG(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open %s", path);
-    int64_t chunks = (objects + chunk_size - 1) / chunk_size;
-    int64_t skipped = skip >= 0 && skip < chunks ? (skip == chunks - 1 ? objects - skip * chunk_size : chunk_size)
-                                                 : 0;
-    sqlite3_stmt *q = NULL;
-    CHECK(sqlite3_prepare_v2(db, "SELECT count(*), count(DISTINCT id) FROM objects", -1, &q, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(q) == SQLITE_ROW);
-    CHECK_INT(sqlite3_column_int64(q, 0), ==, objects - skipped);
-    CHECK_INT(sqlite3_column_int64(q, 1), ==, objects - skipped);
-    sqlite3_finalize(q);
-    CHECK(sqlite3_prepare_v2(db, "SELECT count(*) FROM objects WHERE chunk = ?1", -1, &q, NULL) == SQLITE_OK);
-    sqlite3_bind_int64(q, 1, skip);
-    CHECK(sqlite3_step(q) == SQLITE_ROW);
-    CHECK_INT(sqlite3_column_int64(q, 0), ==, 0);
-    sqlite3_finalize(q);
-    CHECK(sqlite3_prepare_v2(db, "SELECT doc, chunk FROM objects WHERE id = ?1", -1, &q, NULL) == SQLITE_OK);
-    sl_buf chunk = SL_BUF_INIT;
-    int64_t checked = 0;
-    for (int64_t c = 0; c < chunks; c++) {
-        if (c == skip)
-            continue;
-        int64_t first = c * chunk_size, len = objects - first < chunk_size ? objects - first : chunk_size;
-        sl_buf_reset(&chunk);
-        sl_gen_users(1, c, first, len, &chunk);
-        json_t *arr = json_loadb(chunk.data, chunk.len, 0, NULL);
-        CHECK(json_is_array(arr) && (int64_t)json_array_size(arr) == len);
-        size_t i;
-        json_t *u;
-        json_array_foreach(arr, i, u)
-        {
-            const char *uuid = json_string_value(json_object_get(u, "uuid"));
-            json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")),
-                                  " ", json_string_value(json_object_get(u, "ln")));
-            char *want = json_dumps(w, JSON_COMPACT);
-            json_decref(w);
-            sqlite3_bind_text(q, 1, uuid, -1, SQLITE_TRANSIENT);
-            CHECK_MSG(sqlite3_step(q) == SQLITE_ROW, "object %s of chunk %lld is missing", uuid, (long long)c);
-            CHECK_STR((const char *)sqlite3_column_text(q, 0), want);
-            CHECK_INT(sqlite3_column_int64(q, 1), ==, c);
-            sqlite3_reset(q);
-            free(want);
-            checked++;
-        }
-        json_decref(arr);
-    }
-    sl_buf_free(&chunk);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    CHECK_INT(checked, ==, objects - skipped);
-    return checked;
-}
-
 /* The ledger at path says the job is over: one row per chunk, all DONE. */
 static void verify_ledger_done(const char *path, int64_t chunks)
 {
@@ -913,7 +855,7 @@ SL_TEST(chaos_poison_chunk_is_dead_lettered_alone, 60)
     sl_buf_free(&q);
     CHECK_INT(sql_int(r.db, "SELECT count(*) FROM chunks"), ==, 29);
     CHECK_INT(sql_int(r.db, "SELECT count(*) FROM chunks WHERE idx = 7"), ==, 0);
-    CHECK_INT(verify_except(r.db, 3000, 100, 7), ==, 2900);
+    CHECK_INT(tp_verify_sink_except(r.db, 3000, 100, 1, 7), ==, 2900);
     CHECK_INT(sql_int(r.ledger, "SELECT count(*) FROM chunks WHERE state = 3"), ==, 1);
     CHECK_INT(sql_int(r.ledger, "SELECT state FROM chunks WHERE idx = 7"), ==, 3);
     CHECK_INT(sql_int(r.ledger, "SELECT count(*) FROM chunks WHERE state = 2"), ==, 29);
