@@ -33,7 +33,7 @@ VALGRIND_DEBS := valgrind
 # Inside the second make (BUILD=build-fuzz): link one target against the
 # clang-built objects.
 ifeq ($(BUILD),$(FUZZ_BUILD))
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h tests/fuzz/mirror.h $(OBJ)
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -Isrc -fsanitize=fuzzer $< $(OBJ) -o $@ $(DEPLIBS)
 endif
 

@@ -20,6 +20,7 @@
 
 #include "buf.h"
 #include "bus.h"
+#include "chunk.h"
 #include "clock.h"
 #include "log.h"
 #include "roles.h"
@@ -54,13 +55,6 @@ typedef struct {
     const char *token;
     int64_t next_progress; /* when to extend it next */
 } lease;
-
-/* An object the transform refused, waiting for a saver's ack. */
-typedef struct {
-    int64_t index;
-    char *reason;
-    char *raw;
-} dead_obj;
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -134,7 +128,7 @@ static natsStatus next_ack(mapper *mp, lease *l, int64_t ms, natsMsg **m)
 }
 
 /* Sends one dead letter and waits for a saver to say it is committed. */
-static sl_status send_dead(mapper *mp, lease *l, const dead_obj *d)
+static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
 {
     drain_acks(mp);
     natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), (const char *)mp->acks_inbox, d->raw,
@@ -206,7 +200,7 @@ typedef enum { DELIVERED, STOPPED, FAILED } outcome;
 /* Delivers dead letters, then the chunk, until it works (DELIVERED) or a
  * stop comes (STOPPED). A result too big for the server is a failure of
  * the chunk, handed back with its reason (FAILED), not a thing to retry. */
-static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, dead_obj *dead, int64_t ndead)
+static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, sl_chunk_dead *dead, int64_t ndead)
 {
     int64_t max = sl_bus_max_payload(mp->bus) - HEADER_ROOM;
     if ((int64_t)strlen(body) > max) {
@@ -238,19 +232,28 @@ static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, de
 }
 
 /* Processes one leased chunk. */
+/* keep_alive as sl_chunk_map's per-object callback. */
+typedef struct {
+    mapper *mp;
+    lease *l;
+} alive_arg;
+
+static void keep_alive_cb(void *arg)
+{
+    alive_arg *a = arg;
+    keep_alive(a->mp, a->l);
+}
+
 static void process(mapper *mp, natsMsg *reply, lease *l)
 {
     double started = sl_now_s();
-    json_error_t err;
-    json_t *in = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply),
-                            JSON_REJECT_DUPLICATES, &err);
-    if (!in || !json_is_array(in)) {
-        char why[300];
-        if (in)
-            snprintf(why, sizeof why, "chunk body is not a JSON array");
-        else
-            snprintf(why, sizeof why, "chunk body is not JSON: %s at line %d column %d", err.text,
-                     err.line, err.column);
+    char why[SL_REASON_MAX + 1];
+    char *body = NULL;
+    int64_t count = 0, ndead = 0;
+    sl_chunk_dead *dead = NULL;
+    alive_arg alive = {mp, l};
+    if (sl_chunk_map(mp->tf, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), keep_alive_cb, &alive,
+                     &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
         mp->bad_messages++;
         sl_metric_inc(mp->bad_body);
         sl_warn("bad message", "subject=work-reply reason=bad_body chunk=%" PRId64 " detail=%s", l->chunk,
@@ -258,33 +261,11 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         /* Hand it back as a failure: the fetcher counts it towards
          * --max-attempts, so a chunk that can never be read ends dead. */
         send_lease_msg(mp, SL_SUBJ_RELEASE, l, why);
-        json_decref(in);
         return;
     }
-    json_t *out = json_array();
-    size_t i;
-    json_t *obj;
-    dead_obj *dead = NULL;
-    int64_t ndead = 0;
-    json_array_foreach(in, i, obj)
-    {
-        json_t *mapped = NULL;
-        if (sl_transform_apply(mp->tf, obj, &mapped) != SL_OK) {
-            dead = sl_xrealloc(dead, (size_t)(ndead + 1) * sizeof *dead);
-            dead[ndead].index = (int64_t)i;
-            char why[SL_REASON_MAX + 1];
-            sl_proto_reason(why, sizeof why, sl_errmsg());
-            dead[ndead].reason = sl_xstrdup(why);
-            dead[ndead].raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            sl_warn("object dead-lettered", "chunk=%" PRId64 " object=%zu reason=%s", l->chunk, i,
-                    sl_log_q(dead[ndead].reason));
-            ndead++;
-            continue;
-        }
-        json_array_append_new(out, mapped);
-        keep_alive(mp, l);
-    }
-    json_decref(in);
+    for (int64_t k = 0; k < ndead; k++)
+        sl_warn("object dead-lettered", "chunk=%" PRId64 " object=%" PRId64 " reason=%s", l->chunk, dead[k].index,
+                sl_log_q(dead[k].reason));
 
     bool go_on = true;
     if (mp->cfg->work_ms > 0 || mp->cfg->work_jitter_ms > 0) {
@@ -293,8 +274,6 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
             ms += (int64_t)(next_rand(&mp->rng) % (uint64_t)(mp->cfg->work_jitter_ms + 1));
         go_on = hold(mp, l, ms);
     }
-    char *body = go_on ? json_dumps(out, JSON_COMPACT) : NULL;
-    int64_t count = (int64_t)json_array_size(out);
     outcome done = go_on ? deliver(mp, l, body, count, dead, ndead) : STOPPED;
     if (done == DELIVERED) {
         mp->chunks++;
@@ -310,11 +289,8 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
         sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
     }
-    for (int64_t k = 0; k < ndead; k++)
-        free(dead[k].reason), free(dead[k].raw);
-    free(dead);
+    sl_chunk_dead_free(dead, ndead);
     free(body);
-    json_decref(out);
 }
 
 /* Reads the lease headers of a chunk reply; false if any is malformed. */

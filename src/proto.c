@@ -83,7 +83,16 @@ void sl_proto_reason(char *out, size_t size, const char *reason)
     size_t o = 0, n = reason ? strlen(reason) : 0;
     for (size_t i = 0; i < n;) {
         size_t len = sl_utf8_char(reason + i, n - i);
-        /* A reason can quote bytes from the network; it must stay text. */
+        /* A reason can quote bytes from the network; it must stay text, and
+         * one line: it travels as a header, where CR or LF would forge
+         * header lines. */
+        if (len == 1 && (unsigned char)reason[i] < 0x20) {
+            if (o + 1 > size - 1)
+                break;
+            out[o++] = ' ';
+            i++;
+            continue;
+        }
         const char *piece = len ? reason + i : "?";
         size_t plen = len ? len : 1;
         if (o + plen > size - 1)

@@ -54,7 +54,8 @@ typedef enum {
 
 /* Copies reason into out (size > SL_REASON_MAX is enough), cut at
  * size-1 bytes without splitting a UTF-8 character, bytes that are not
- * valid UTF-8 replaced by '?'; NULL becomes "". */
+ * valid UTF-8 replaced by '?' and control characters (CR, LF, ...) by a
+ * space; NULL becomes "". */
 void sl_proto_reason(char *out, size_t size, const char *reason);
 
 /* Writes "sluice.<job>.<name>" into buf (size >= 256). */

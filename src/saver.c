@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "bus.h"
+#include "chunk.h"
 #include "clock.h"
 #include "log.h"
 #include "roles.h"
@@ -46,22 +47,6 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
             sl_log_q(detail));
 }
 
-/* The id of a mapped object: a string, or an integer written in decimal. */
-static bool object_id(json_t *obj, const char *field, char *num, size_t numlen, const char **id)
-{
-    json_t *v = json_is_object(obj) ? json_object_get(obj, field) : NULL;
-    if (json_is_string(v) && json_string_length(v) > 0) {
-        *id = json_string_value(v);
-        return true;
-    }
-    if (json_is_integer(v)) {
-        snprintf(num, numlen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        *id = num;
-        return true;
-    }
-    return false;
-}
-
 /* Writes one chunk; returns objects saved, or -1 if nothing was committed. */
 static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
 {
@@ -76,7 +61,7 @@ static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr,
     json_array_foreach(arr, i, obj)
     {
         const char *id;
-        if (!object_id(obj, "id", num, sizeof num, &id)) {
+        if (!sl_chunk_object_id(obj, "id", num, sizeof num, &id)) {
             char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
             st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i,
                               "mapped object has no \"id\" string or integer", raw, raw ? strlen(raw) : 0);

@@ -274,3 +274,10 @@ SL_TEST(proto_reason_replaces_bytes_that_are_not_utf8, 5)
     sl_proto_reason(out, sizeof out, "\xed\xa0\x80 surrogate, \xc0\xaf overlong");
     CHECK_STR(out, "??? surrogate, ?? overlong");
 }
+
+SL_TEST(proto_reason_is_one_header_line, 5)
+{
+    char out[64];
+    sl_proto_reason(out, sizeof out, "bad\r\nSluice-Chunk: 7\tx");
+    CHECK_STR(out, "bad  Sluice-Chunk: 7 x");
+}

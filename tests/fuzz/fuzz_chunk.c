@@ -1,7 +1,7 @@
 /* fuzz_chunk.c - a chunk body as the mapper gets it in a P.work reply
  * (untrusted: anybody who can answer on the mapper's inbox sends it).
  *
- * Runs the mapper's parse-and-transform (mirror.h, mapper.c process())
+ * Runs the mapper's parse-and-transform (sl_chunk_map, as mapper.c does)
  * with both built-in transforms, and checks:
  *   - a body that is not a JSON array gives a reason, never a result; the
  *     reason goes out as the Sluice-Reason header of P.release, so it must
@@ -15,7 +15,7 @@
  *     and with fullname every element has an id the saver can store, so
  *     a good chunk is never turned into saver-side dead letters. */
 #include "fuzz.h"
-#include "mirror.h"
+#include "chunk.h"
 
 static sl_transform *fullname, *identity;
 
@@ -31,8 +31,8 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
 {
     char *body = NULL, why[300] = "";
     int64_t count = -1, ndead = -1;
-    mirror_dead *dead = NULL;
-    if (!mirror_map_chunk(tf, data, size, &body, &count, &dead, &ndead, why, sizeof why)) {
+    sl_chunk_dead *dead = NULL;
+    if (sl_chunk_map(tf, data, size, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
         FZ_CHECK(why[0] != '\0');
         FZ_CHECK(strncmp(why, "chunk body is not", 17) == 0);
         FZ_CHECK(!strpbrk(why, "\r\n"));
@@ -67,7 +67,7 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
         char num[32];
         const char *id = NULL;
         if (is_fullname) {
-            FZ_CHECK(mirror_object_id(obj, "id", num, sizeof num, &id));
+            FZ_CHECK(sl_chunk_object_id(obj, "id", num, sizeof num, &id));
             FZ_CHECK(json_is_string(json_object_get(obj, "name")));
         }
         char *text = json_dumps(obj, JSON_COMPACT);
@@ -77,7 +77,7 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
     json_decref(out);
     json_decref(in);
     free(body);
-    mirror_dead_free(dead, ndead);
+    sl_chunk_dead_free(dead, ndead);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -101,7 +101,12 @@ static void check_key(natsMsg *m, const char *key)
         char why[SL_REASON_MAX + 1];
         sl_proto_reason(why, sizeof why, v);
         FZ_CHECK(strlen(why) <= SL_REASON_MAX && fz_utf8_valid(why, strlen(why)));
-        if (fz_utf8_valid(v, strlen(v)))
+        bool plain = true;
+        for (const char *c = v; *c; c++)
+            plain = plain && (unsigned char)*c >= 0x20;
+        for (const char *c = why; *c; c++)
+            FZ_CHECK((unsigned char)*c >= 0x20); /* one header line */
+        if (plain && fz_utf8_valid(v, strlen(v)))
             FZ_CHECK(strncmp(why, v, strlen(why)) == 0);
     }
 }

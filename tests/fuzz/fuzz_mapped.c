@@ -11,7 +11,7 @@
  *     fail (which would leave the chunk unconfirmed forever);
  *   - an integer id is stored as its decimal text. */
 #include "fuzz.h"
-#include "mirror.h"
+#include "chunk.h"
 #include "sink.h"
 
 static sl_sink *sink;
@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_array_foreach(arr, i, obj)
     {
         const char *id;
-        if (!mirror_object_id(obj, "id", num, sizeof num, &id)) {
+        if (!sl_chunk_object_id(obj, "id", num, sizeof num, &id)) {
             char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
             FZ_CHECK(raw != NULL);
             FZ_CHECK(sl_sink_dead(sink, chunk, "saver", (int64_t)i, "mapped object has no \"id\" string or integer",

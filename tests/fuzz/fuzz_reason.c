@@ -34,7 +34,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * '?' one for one, so the output is never longer than the input. */
         FZ_CHECK(fz_utf8_valid(out, n));
         FZ_CHECK(n <= rn);
-        if (fz_utf8_valid(reason, rn)) {
+        for (size_t k = 0; k < n; k++)
+            FZ_CHECK((unsigned char)out[k] >= 0x20); /* one header line */
+        bool plain = true;
+        for (size_t k = 0; k < rn; k++)
+            plain = plain && (unsigned char)reason[k] >= 0x20;
+        if (plain && fz_utf8_valid(reason, rn)) {
             FZ_CHECK(memcmp(out, reason, n) == 0);
             if (rn < bufsize)
                 FZ_CHECK(n == rn);

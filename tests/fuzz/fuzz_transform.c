@@ -10,7 +10,7 @@
  *   - a refusal leaves a reason (sl_errmsg) and no output;
  *   - every output serialises and parses back equal. */
 #include "fuzz.h"
-#include "mirror.h"
+#include "chunk.h"
 
 static sl_transform *fullname, *identity;
 
