@@ -1290,12 +1290,11 @@ SL_TEST(chaos_stalled_saver_memory_stays_bounded, 120)
 
 SL_TEST(chaos_fetcher_exit_code_agrees_with_completion, 60)
 {
-    /* P.status computes "complete" from the ledger; the fetcher's exit code
-     * comes from f.complete, which its main loop sets at the next tick (up
-     * to 20 ms later). A --linger fetcher stopped (SIGTERM) in between -
-     * say, by a script that saw the job complete - exits 143 and logs
-     * "fetcher stopped before the job was done" for a job that is done.
-     * Wanted: exit 0 once P.status has said complete. */
+    /* P.status computes "complete" from the ledger, up to a tick (20 ms)
+     * before the fetcher's main loop notices. A --linger fetcher stopped
+     * (SIGTERM) in between - say, by a script that saw the job complete -
+     * once exited 143 for a job that was done; one last tick now decides
+     * the exit code, so it is 0 once P.status has said complete. */
     th_nats *ns = th_nats_start(NULL);
     rig r;
     rig_start(&r, th_nats_url(ns), NULL);
