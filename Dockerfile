@@ -27,6 +27,9 @@ RUN apt-get update \
       libsqlite3-dev \
       libmicrohttpd-dev \
       libcurl4-openssl-dev \
+      libpq-dev \
+      zlib1g-dev \
+      libjq-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -48,8 +51,8 @@ LABEL org.opencontainers.image.title="sluice" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 # The packages that provide what `ldd build/sluice` lists (`dpkg -S`):
-# libnats.so.3.4, libjansson.so.4, libsqlite3.so.0, libmicrohttpd.so.12 and
-# libcurl.so.4; everything else it links (libssl3, libprotobuf-c1, gnutls,
+# libnats.so.3.4, libjansson.so.4, libsqlite3.so.0, libmicrohttpd.so.12,
+# libcurl.so.4, libpq.so.5, libz.so.1 and libjq.so.1; everything else it links (libssl3, libprotobuf-c1, gnutls,
 # krb5, ...) comes in through their Depends, libc6 is in the base image.
 # ca-certificates is the system CA bundle, for `nats-exporter` scraping an
 # https:// monitoring endpoint (libcurl's default trust store).
@@ -61,9 +64,12 @@ RUN apt-get update \
       ca-certificates \
       libcurl4 \
       libjansson4 \
+      libjq1 \
       libmicrohttpd12 \
       libnats3.4 \
+      libpq5 \
       libsqlite3-0 \
+      zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 sluice \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /data \

@@ -4,20 +4,23 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libnats jansson sqlite3 libmicrohttpd libcurl
+PKGS    := libnats jansson sqlite3 libmicrohttpd libcurl libpq zlib
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
            -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljq -lpthread -lm
 
 # Debian packages that building and running need (the Dockerfile's build
 # stage installs the same; tests/test_docker.c checks it) ...
 DEBS := build-essential pkg-config nats-server libnats-dev libjansson-dev \
-        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
+        libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev libpq-dev zlib1g-dev \
+        libjq-dev
 # ... and those only the tests need: Prometheus and promtool, PyYAML for the
-# Helm values, valgrind, clang and libFuzzer.
-TEST_DEBS := prometheus python3-yaml valgrind clang libclang-rt-dev openssl
+# Helm values, valgrind, clang and libFuzzer, PostgreSQL (a throwaway
+# cluster per test), gnuplot for the benchmark chart.
+TEST_DEBS := prometheus python3-yaml valgrind clang libclang-rt-dev openssl postgresql \
+             gnuplot-nox
 # Tools a test needs that may come from elsewhere than Debian (a newer
 # Node.js); Debian's package is installed only when the command is missing.
 TOOLS := node:nodejs npm:npm

@@ -25,6 +25,21 @@ typedef struct {
     sl_status (*check)(const char *value, const char *from);
 } opt;
 
+/* A field or table name: letters, digits and _, not starting with a digit,
+ * so it can be quoted into SQL without escaping and read in a JSON path. */
+static sl_status check_name(const char *v, const char *from)
+{
+    size_t n = strlen(v);
+    bool ok = n > 0 && n <= 63 && !(v[0] >= '0' && v[0] <= '9');
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
+             v[i] == '_';
+    if (!ok)
+        return sl_fail(SL_EINVAL, "%s: \"%s\" must be 1 to 63 letters, digits or _, not starting with a digit",
+                       from, v);
+    return SL_OK;
+}
+
 /* A job name becomes a subject token: sluice.<job>.work. */
 static sl_status check_job(const char *v, const char *from)
 {
@@ -61,14 +76,22 @@ static const opt opts[] = {
      600000, ALL, "give up connecting to NATS after this long", NULL},
     {"job", "SLUICE_JOB", "NAME", T_STR, OFF(job), "default", 0, 0, ALL,
      "job name; subjects are sluice.<job>.*", check_job},
-    {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL, "logfmt or json", NULL},
-    {"log-level", "SLUICE_LOG_LEVEL", "LEVEL", T_STR, OFF(log_level), "info", 0, 0, ALL,
+    {"log-format", "SLUICE_LOG_FORMAT", "FMT", T_STR, OFF(log_format), "logfmt", 0, 0, ALL | SL_CMD_MOCKAPI,
+     "logfmt or json", NULL},
+    {"log-level", "SLUICE_LOG_LEVEL", "LEVEL", T_STR, OFF(log_level), "info", 0, 0, ALL | SL_CMD_MOCKAPI,
      "debug, info, warn or error", NULL},
-    {"http", "SLUICE_HTTP", "ADDR", T_STR, OFF(http), "", 0, 0, ROLES,
-     "serve /metrics, /healthz and /readyz on HOST:PORT or :PORT (nats-exporter: :7777 when unset)", NULL},
-    {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF, "where the objects come from", NULL},
-    {"objects", "SLUICE_OBJECTS", "N", T_INT, OFF(objects), "100000", 1, INT64_C(1000000000000), RF,
-     "number of objects the generator makes", NULL},
+    {"http", "SLUICE_HTTP", "ADDR", T_STR, OFF(http), "", 0, 0, ROLES | SL_CMD_MOCKAPI,
+     "serve /metrics, /healthz and /readyz on HOST:PORT or :PORT (nats-exporter: :7777 when unset; "
+     "mock-api: its API, 127.0.0.1:8080 when unset)", NULL},
+    {"source", "SLUICE_SOURCE", "URI", T_STR, OFF(source), "gen:users", 0, 0, RF,
+     "where the objects come from: gen:users[?count=N&seed=S], file:PATH, http(s)://URL-TEMPLATE", NULL},
+    {"objects", "SLUICE_OBJECTS", "N", T_INT, OFF(objects), "100000", 1, INT64_C(1000000000000),
+     RF | SL_CMD_MOCKAPI,
+     "number of objects the generator makes (http: when the API sends no X-Total-Count)", NULL},
+    {"source-timeout-ms", "SLUICE_SOURCE_TIMEOUT_MS", "MS", T_INT, OFF(source_timeout_ms), "30000", 100,
+     3600000, RF, "http source: give up one request after this long", NULL},
+    {"source-retries", "SLUICE_SOURCE_RETRIES", "N", T_INT, OFF(source_retries), "8", 0, 100, RF,
+     "http source: retries of a request that failed with 5xx or a connection error", NULL},
     {"chunk-size", "SLUICE_CHUNK_SIZE", "C", T_INT, OFF(chunk_size), "100", 1, 100000, RF, "objects per chunk", NULL},
     {"ledger", "SLUICE_LEDGER", "PATH", T_STR, OFF(ledger), "sluice-<job>.ledger", 0, 0, RF,
      "the fetcher's record of chunk states (SQLite); a restarted fetcher resumes from it", NULL},
@@ -81,12 +104,20 @@ static const opt opts[] = {
     {"fresh", "SLUICE_FRESH", NULL, T_BOOL, OFF(fresh), "false", 0, 0, RF,
      "forget the ledger and start the job over", NULL},
     {"transform", "SLUICE_TRANSFORM", "SPEC", T_STR, OFF(transform), "fullname", 0, 0, RM,
-     "what a mapper does to each object: fullname or identity", NULL},
+     "what a mapper does to each object: fullname, identity or jq:FILTER", NULL},
     {"work-ms", "SLUICE_WORK_MS", "X", T_INT, OFF(work_ms), "0", 0, 86400000, RM,
      "simulated heavy processing per chunk, in ms", NULL},
     {"work-jitter-ms", "SLUICE_WORK_JITTER_MS", "J", T_INT, OFF(work_jitter_ms), "0", 0, 86400000, RM,
      "add a random 0..J ms to --work-ms per chunk", NULL},
-    {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS, "where results are saved", NULL},
+    {"cpu-work-ms", "SLUICE_CPU_WORK_MS", "X", T_INT, OFF(cpu_work_ms), "0", 0, 86400000, RM,
+     "simulated heavy processing per chunk that burns CPU, in ms", NULL},
+    {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS,
+     "where results are saved: sqlite:PATH, postgres://..., ndjson:PATH", NULL},
+    {"id", "SLUICE_ID", "FIELD", T_STR, OFF(id), "id", 0, 0, RS,
+     "the field of a mapped object that is its key (an object without it is dead-lettered)", check_name},
+    {"table", "SLUICE_TABLE", "NAME", T_STR, OFF(table), "objects", 0, 0, RS,
+     "the sink's table of objects (others: chunks, dead_letters, or NAME_chunks, NAME_dead_letters)",
+     check_name},
     {"mappers", "SLUICE_MAPPERS", "N", T_INT, OFF(mappers), "4", 1, 1000, SL_CMD_RUN, "mapper processes", NULL},
     {"savers", "SLUICE_SAVERS", "M", T_INT, OFF(savers), "1", 1, 100, SL_CMD_RUN, "saver processes", NULL},
     {"nats-server", "SLUICE_NATS_SERVER", "PATH", T_STR, OFF(nats_server), "nats-server", 0, 0, SL_CMD_RUN,
@@ -97,6 +128,14 @@ static const opt opts[] = {
      "the Prometheus binary --monitor starts", NULL},
     {"nats-monitor", "SLUICE_NATS_MONITOR", "URL", T_STR, OFF(nats_monitor), "http://127.0.0.1:8222", 0, 0,
      SL_CMD_EXPORTER, "nats-server's monitoring endpoint (its -m port)", NULL},
+    {"seed", "SLUICE_SEED", "S", T_INT, OFF(seed), "1", 0, INT64_MAX, SL_CMD_MOCKAPI,
+     "the generator's seed (the same as gen:users?seed=S)", NULL},
+    {"fail-percent", "SLUICE_FAIL_PERCENT", "P", T_INT, OFF(fail_percent), "0", 0, 100, SL_CMD_MOCKAPI,
+     "answer this share of requests with 500", NULL},
+    {"slow-percent", "SLUICE_SLOW_PERCENT", "P", T_INT, OFF(slow_percent), "0", 0, 100, SL_CMD_MOCKAPI,
+     "delay this share of responses by --slow-ms", NULL},
+    {"slow-ms", "SLUICE_SLOW_MS", "MS", T_INT, OFF(slow_ms), "1000", 0, 600000, SL_CMD_MOCKAPI,
+     "how long a slow response waits", NULL},
     {"progress-ms", "SLUICE_PROGRESS_MS", "MS", T_INT, OFF(progress_ms), "0", 0, 3600000, SL_CMD_RUN,
      "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)", NULL},
 };
@@ -127,6 +166,11 @@ static const struct {
      "Serves a nats-server's monitoring data (/varz, /connz) as Prometheus\n"
      "metrics on /metrics, with the names the official prometheus-nats-exporter\n"
      "gives them with -prefix=nats (nats_varz_cpu, nats_connz_num_connections, ...)."},
+    {SL_CMD_MOCKAPI, "mock-api",
+     "Serves the generator's users over HTTP, as a paginated JSON API for the\n"
+     "http source to read: GET /users?page=P&size=S (P from 0) or\n"
+     "/users?offset=O&limit=L, a JSON array with X-Total-Count. It can fail or\n"
+     "slow down a share of requests, to test what reads it."},
 };
 
 static const char *command_name(sl_command cmd)

@@ -22,6 +22,7 @@ typedef enum {
     SL_CMD_SAVER = 1 << 3,
     SL_CMD_STATUS = 1 << 4,
     SL_CMD_EXPORTER = 1 << 5,
+    SL_CMD_MOCKAPI = 1 << 6,
 } sl_command;
 
 typedef struct {
@@ -45,6 +46,8 @@ typedef struct {
     /* fetcher */
     char *source;
     int64_t objects;
+    int64_t source_timeout_ms; /* http source: one request */
+    int64_t source_retries;    /* http source: on 5xx and connection errors */
     int64_t chunk_size;
     char *ledger;
     int64_t lease_ms;
@@ -55,8 +58,11 @@ typedef struct {
     char *transform;
     int64_t work_ms;
     int64_t work_jitter_ms;
+    int64_t cpu_work_ms;
     /* saver */
     char *sink;
+    char *id;           /* the key field of a mapped object */
+    char *table;        /* the sink's objects table */
     /* run */
     int64_t mappers;
     int64_t savers;
@@ -66,6 +72,11 @@ typedef struct {
     char *prometheus;   /* its binary */
     /* nats-exporter */
     char *nats_monitor; /* nats-server's monitoring URL */
+    /* mock-api */
+    int64_t seed;
+    int64_t fail_percent;
+    int64_t slow_percent;
+    int64_t slow_ms;
 } sl_config;
 
 /* Fills cfg for `cmd` from defaults, environment and argv (the arguments

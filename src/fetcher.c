@@ -19,6 +19,7 @@
 #include "log.h"
 #include "roles.h"
 #include "source.h"
+#include "url.h"
 #include "stop.h"
 #include "telemetry.h"
 
@@ -109,7 +110,7 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
     sl_proto_reason(why, sizeof why, sl_ledger_reason(f->ledger, chunk));
     pthread_mutex_unlock(&f->mu);
     sl_buf body = SL_BUF_INIT;
-    if (sl_source_chunk(f->src, chunk, &body) != SL_OK)
+    if (sl_source_chunk(f->src, chunk, &body, NULL) != SL_OK)
         sl_buf_reset(&body);
     /* A chunk too big for the server (the likely reason it died) goes
      * without its bytes rather than never. */
@@ -198,7 +199,7 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_metric_inc(f->leases_issued);
 
     sl_buf body = SL_BUF_INIT;
-    sl_status st = sl_source_chunk(f->src, chunk, &body);
+    sl_status st = sl_source_chunk(f->src, chunk, &body, NULL);
     if (st == SL_OK) {
         natsMsg *r = sl_msg_new(reply, NULL, body.data, body.len);
         sl_msg_set(r, SL_H_STATUS, SL_STATUS_CHUNK);
@@ -499,13 +500,15 @@ int sl_fetcher_main(const sl_config *cfg)
     pthread_mutex_init(&f.mu, NULL);
     sl_stop_install();
 
-    if ((st = sl_source_open(&f.src, cfg->source, cfg->objects, cfg->chunk_size))) {
+    sl_source_opts so = {.uri = cfg->source, .objects = cfg->objects, .chunk_size = cfg->chunk_size,
+                         .timeout_ms = cfg->source_timeout_ms, .retries = cfg->source_retries};
+    if ((st = sl_source_open(&f.src, &so))) {
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
         rc = 2;
         goto cleanup;
     }
     sl_buf_printf(&identity, "source=%s objects=%" PRId64 " chunk_size=%" PRId64, cfg->source,
-                  cfg->objects, cfg->chunk_size);
+                  sl_source_objects(f.src), cfg->chunk_size);
     if ((st = sl_ledger_open(&f.ledger, cfg->ledger, sl_source_chunks(f.src), identity.data, cfg->fresh))) {
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
         /* Another job's ledger is a conflict no restart resolves. */
@@ -542,10 +545,12 @@ int sl_fetcher_main(const sl_config *cfg)
         goto cleanup;
     }
     f.reporter_started = true;
+    char shown_src[512];
+    sl_url_redact(cfg->source, shown_src, sizeof shown_src);
     sl_info(c.done + c.dead ? "fetcher resuming" : "fetcher started",
             "job=%s source=%s objects=%" PRId64 " chunks=%" PRId64 " done=%" PRId64 " dead=%" PRId64
             " ledger=%s lease_ms=%" PRId64 " max_attempts=%" PRId64,
-            cfg->job, cfg->source, cfg->objects, c.chunks, c.done, c.dead, sl_log_q(cfg->ledger),
+            cfg->job, sl_log_q(shown_src), sl_source_objects(f.src), c.chunks, c.done, c.dead, sl_log_q(cfg->ledger),
             cfg->lease_ms, cfg->max_attempts);
 
     int64_t last_flush = sl_now_ms(), last_log = sl_now_ms();

@@ -18,6 +18,7 @@ static const struct {
     {"saver", SL_CMD_SAVER, sl_saver_main, "run one saver"},
     {"status", SL_CMD_STATUS, sl_status_main, "print where a running job stands"},
     {"nats-exporter", SL_CMD_EXPORTER, sl_nats_exporter_main, "serve nats-server's monitoring data as Prometheus metrics"},
+    {"mock-api", SL_CMD_MOCKAPI, sl_mock_api_main, "serve generated users as a paginated JSON API (for the http source)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

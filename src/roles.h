@@ -14,5 +14,6 @@ int sl_saver_main(const sl_config *cfg);
 int sl_run_main(const sl_config *cfg);
 int sl_status_main(const sl_config *cfg);
 int sl_nats_exporter_main(const sl_config *cfg);
+int sl_mock_api_main(const sl_config *cfg);
 
 #endif

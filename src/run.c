@@ -659,10 +659,11 @@ int sl_run_main(const sl_config *cfg)
     for (int i = 0; i < ln.nkids; i++)
         if (ln.kids[i].kind == K_PROMETHEUS)
             say(&ln, "Prometheus: http://127.0.0.1:%d (try the query nats_varz_cpu)", ln.kids[i].http_port);
-    char shown[256];
+    char shown[256], shown_src[512];
     sl_url_redact(ln.url, shown, sizeof shown);
-    say(&ln, "job %s: %" PRId64 " objects in chunks of %" PRId64 ", %" PRId64 " mappers, %" PRId64
-             " savers, NATS %s", cfg->job, cfg->objects, cfg->chunk_size, cfg->mappers, cfg->savers, shown);
+    sl_url_redact(cfg->source, shown_src, sizeof shown_src);
+    say(&ln, "job %s: %s in chunks of %" PRId64 ", %" PRId64 " mappers, %" PRId64 " savers, NATS %s", cfg->job,
+        shown_src, cfg->chunk_size, cfg->mappers, cfg->savers, shown);
 
     int64_t next_progress = sl_now_ms() + progress_ms;
     rc = -1;

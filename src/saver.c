@@ -61,10 +61,11 @@ static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr,
     json_array_foreach(arr, i, obj)
     {
         const char *id;
-        if (!sl_chunk_object_id(obj, "id", num, sizeof num, &id)) {
+        if (!sl_chunk_object_id(obj, s->cfg->id, num, sizeof num, &id)) {
             char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i,
-                              "mapped object has no \"id\" string or integer", raw, raw ? strlen(raw) : 0);
+            char why[160];
+            snprintf(why, sizeof why, "mapped object has no \"%s\" string or integer", s->cfg->id);
+            st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i, why, raw, raw ? strlen(raw) : 0);
             free(raw);
             if (st)
                 goto fail;
@@ -259,7 +260,8 @@ int sl_saver_main(const sl_config *cfg)
     int rc = 1;
     pthread_mutex_init(&s.mu, NULL);
     sl_stop_install();
-    sl_status st = sl_sink_open(&s.sink, cfg->sink);
+    sl_sink_opts so = {.uri = cfg->sink, .table = cfg->table};
+    sl_status st = sl_sink_open(&s.sink, &so);
     if (st != SL_OK) {
         fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
         rc = st == SL_EINVAL ? 2 : 1;

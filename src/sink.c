@@ -12,13 +12,14 @@ struct sl_sink {
     const sl_sink_ops *ops;
 };
 
-sl_status sl_sink_open(sl_sink **out, const char *uri)
+sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
 {
+    const char *uri = o->uri;
     void *impl = NULL;
     const sl_sink_ops *ops = NULL;
     sl_status st;
     if (!strncmp(uri, "sqlite:", 7) && uri[7])
-        st = sl_sink_sqlite_open(uri + 7, &impl, &ops);
+        st = sl_sink_sqlite_open(uri + 7, o, &impl, &ops);
     else {
         char shown[512];
         sl_url_redact(uri, shown, sizeof shown);

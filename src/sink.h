@@ -15,9 +15,15 @@
 
 typedef struct sl_sink sl_sink;
 
-/* Opens the sink named by uri ("sqlite:PATH"), creating its schema when
- * missing. An unwritable target fails here, with the path in the message. */
-sl_status sl_sink_open(sl_sink **out, const char *uri);
+typedef struct {
+    const char *uri;   /* sqlite:PATH, postgres://..., postgresql://..., ndjson:PATH */
+    const char *table; /* the objects table (--table); checked by config.c:
+                        * letters, digits, _ */
+} sl_sink_opts;
+
+/* Opens the sink named by o->uri, creating its schema when missing. An
+ * unwritable target fails here, with the path in the message. */
+sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o);
 
 sl_status sl_sink_begin(sl_sink *s);
 /* Upserts the object with this id; doc is its JSON text. */
@@ -48,6 +54,6 @@ typedef struct {
 } sl_sink_ops;
 
 /* sink_sqlite.c: opens path; sets *impl and *ops. */
-sl_status sl_sink_sqlite_open(const char *path, void **impl, const sl_sink_ops **ops);
+sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops);
 
 #endif

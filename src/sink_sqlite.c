@@ -107,8 +107,9 @@ static const sl_sink_ops sqlite_ops = {
     sq_begin, sq_put, sq_dead, sq_chunk, sq_commit, sq_rollback, sq_destroy,
 };
 
-sl_status sl_sink_sqlite_open(const char *path, void **impl, const sl_sink_ops **ops)
+sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops)
 {
+    (void)o; /* --table: to be honoured */
     sl_status st;
     sqlite_sink *s = sl_xcalloc(1, sizeof *s);
     if ((st = sl_db_open(&s->db, path, "FULL")))

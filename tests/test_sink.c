@@ -18,7 +18,7 @@ static sl_sink *open_sink(const char *path)
     char uri[4200];
     snprintf(uri, sizeof uri, "sqlite:%s", path);
     sl_sink *s = NULL;
-    sl_status st = sl_sink_open(&s, uri);
+    sl_status st = sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"});
     CHECK_MSG(st == SL_OK, "sl_sink_open(%s): %s", uri, sl_errmsg());
     CHECK(s != NULL);
     return s;
@@ -325,14 +325,14 @@ SL_TEST(sink_unwritable_path_fails_with_eio, 5)
 {
     sl_sink *s = NULL;
     const char *p = "/proc/nonexistent/out.db";
-    CHECK_INT(sl_sink_open(&s, "sqlite:/proc/nonexistent/out.db"), ==, SL_EIO);
+    CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = "sqlite:/proc/nonexistent/out.db", .table = "objects"}), ==, SL_EIO);
     CHECK(s == NULL);
     CHECK_MSG(strstr(sl_errmsg(), p) != NULL, "message does not name %s: %s", p, sl_errmsg());
 
     /* A directory in place of the file. */
     char uri[4200];
     snprintf(uri, sizeof uri, "sqlite:%s", th_tmpdir());
-    CHECK_INT(sl_sink_open(&s, uri), ==, SL_EIO);
+    CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"}), ==, SL_EIO);
     CHECK(s == NULL);
     CHECK_MSG(strstr(sl_errmsg(), th_tmpdir()) != NULL, "message does not name %s: %s",
               th_tmpdir(), sl_errmsg());
@@ -345,7 +345,7 @@ SL_TEST(sink_unwritable_path_fails_with_eio, 5)
         fputs("definitely not an SQLite file\n", f);
     fclose(f);
     snprintf(uri, sizeof uri, "sqlite:%s", junk);
-    CHECK_INT(sl_sink_open(&s, uri), ==, SL_EIO);
+    CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"}), ==, SL_EIO);
     CHECK(s == NULL);
     CHECK_MSG(strstr(sl_errmsg(), junk) != NULL, "message does not name %s: %s", junk, sl_errmsg());
     free(junk);
@@ -357,7 +357,7 @@ SL_TEST(sink_unknown_uri_refused, 5)
                                 "file:x.db"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sl_sink *s = NULL;
-        CHECK_MSG(sl_sink_open(&s, bad[i]) == SL_EINVAL, "sink \"%s\" accepted", bad[i]);
+        CHECK_MSG(sl_sink_open(&s, &(sl_sink_opts){.uri = bad[i], .table = "objects"}) == SL_EINVAL, "sink \"%s\" accepted", bad[i]);
         CHECK(s == NULL);
         CHECK_MSG(strstr(sl_errmsg(), bad[i]) != NULL, "message does not name \"%s\": %s", bad[i],
                   sl_errmsg());

@@ -25,7 +25,7 @@ static void fresh_sink(void)
         return;
     sl_sink_destroy(sink);
     sink = NULL;
-    FZ_CHECK(sl_sink_open(&sink, "sqlite::memory:") == SL_OK);
+    FZ_CHECK(sl_sink_open(&sink, &(sl_sink_opts){.uri = "sqlite::memory:", .table = "objects"}) == SL_OK);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
