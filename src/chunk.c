@@ -33,10 +33,7 @@ sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, voi
     json_t *obj;
     json_array_foreach(in, i, obj)
     {
-        json_t *mapped = NULL;
-        if (sl_transform_apply(tf, obj, &mapped) == SL_OK) {
-            json_array_append_new(mapped_all, mapped);
-        } else {
+        if (sl_transform_apply(tf, obj, mapped_all) != SL_OK) {
             char reason[SL_REASON_MAX + 1];
             sl_proto_reason(reason, sizeof reason, sl_errmsg());
             dead = sl_xrealloc(dead, (size_t)(ndead + 1) * sizeof *dead);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -97,6 +98,29 @@ static bool hold(mapper *mp, lease *l, int64_t ms)
         keep_alive(mp, l);
         int64_t until = end < l->next_progress ? end : l->next_progress;
         if (sl_stop_sleep(until - now))
+            return false;
+    }
+    keep_alive(mp, l);
+    return !sl_stop_requested();
+}
+
+/* Burns ms of this thread's CPU time (--cpu-work-ms: processing that needs
+ * a core, unlike --work-ms's sleep), keeping the lease alive and heeding a
+ * stop every few milliseconds. Returns false when stopped. */
+static bool burn(mapper *mp, lease *l, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    int64_t end = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + ms * 1000000;
+    volatile uint64_t sink = 0;
+    for (;;) {
+        for (int i = 0; i < 100000; i++)
+            sink = sink * 6364136223846793005u + 1442695040888963407u;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= end)
+            break;
+        keep_alive(mp, l);
+        if (sl_stop_requested())
             return false;
     }
     keep_alive(mp, l);
@@ -274,6 +298,8 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
             ms += (int64_t)(next_rand(&mp->rng) % (uint64_t)(mp->cfg->work_jitter_ms + 1));
         go_on = hold(mp, l, ms);
     }
+    if (go_on && mp->cfg->cpu_work_ms > 0)
+        go_on = burn(mp, l, mp->cfg->cpu_work_ms);
     outcome done = go_on ? deliver(mp, l, body, count, dead, ndead) : STOPPED;
     if (done == DELIVERED) {
         mp->chunks++;
@@ -396,8 +422,8 @@ int sl_mapper_main(const sl_config *cfg)
         sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
         goto cleanup;
     }
-    sl_info("mapper started", "job=%s transform=%s worker=%s work_ms=%" PRId64, cfg->job, cfg->transform,
-            mp.worker, cfg->work_ms);
+    sl_info("mapper started", "job=%s transform=%s worker=%s work_ms=%" PRId64 " cpu_work_ms=%" PRId64, cfg->job,
+            sl_log_q(cfg->transform), mp.worker, cfg->work_ms, cfg->cpu_work_ms);
 
     int64_t backoff = 50;
     bool said_waiting = false, said_done = false;

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "roles.h"
 #include "stop.h"
+#include "transform.h"
 #include "url.h"
 
 #define MAX_CHILDREN 1200
@@ -589,6 +590,15 @@ int sl_run_main(const sl_config *cfg)
     ln.tty = isatty(STDERR_FILENO);
     ln.started_ms = sl_now_ms();
     int64_t progress_ms = cfg->progress_ms ? cfg->progress_ms : ln.tty ? 200 : 2000;
+
+    /* A transform that cannot open (a jq program with a syntax error) is a
+     * usage error, told once here rather than by every mapper in turn. */
+    sl_transform *tf = NULL;
+    if (sl_transform_open(&tf, cfg->transform) != SL_OK) {
+        fprintf(stderr, "sluice run: %s\n", sl_errmsg());
+        return 2;
+    }
+    sl_transform_destroy(tf);
 
     if (cfg->fresh) {
         const char *sfx[] = {"", "-wal", "-shm"};

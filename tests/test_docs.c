@@ -11,9 +11,23 @@ SL_TEST(docs_readme_lists_every_flag, 20)
     char *doc = th_src_read("README.md");
     CHECK(strstr(doc, "make run"));
     CHECK(strstr(doc, "make test"));
-    const char *cmds[] = {"run", "fetcher", "mapper", "saver", "status"};
+    /* Every command `sluice --help` lists, so a new one cannot be missed. */
+    const char *top[] = {"sluice", "--help", NULL};
+    char *usage = NULL;
+    CHECK_INT(th_run(top, NULL, &usage, 10000), ==, 0);
+    char *cmds[32];
+    size_t ncmds = 0;
+    char *list = strstr(usage, "Commands:\n");
+    CHECK(list);
+    for (char *line = strtok(list + 10, "\n"); line && !strncmp(line, "  ", 2) && ncmds < 32;
+         line = strtok(NULL, "\n"))
+        cmds[ncmds++] = strndup(line + 2, strcspn(line + 2, " "));
+    CHECK_MSG(ncmds >= 7, "sluice --help lists %zu commands", ncmds);
     int seen = 0;
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    for (size_t i = 0; i < ncmds; i++) {
+        char want_cmd[64];
+        snprintf(want_cmd, sizeof want_cmd, "`sluice %s", cmds[i]);
+        CHECK_MSG(strstr(doc, want_cmd), "README does not document the command %s", cmds[i]);
         const char *argv[] = {"sluice", cmds[i], "--help", NULL};
         char *help = NULL;
         CHECK_INT(th_run(argv, NULL, &help, 10000), ==, 0);
@@ -31,7 +45,9 @@ SL_TEST(docs_readme_lists_every_flag, 20)
             }
         }
         free(help);
+        free(cmds[i]);
     }
+    free(usage);
     CHECK(seen > 50);
     free(doc);
 }

@@ -2,6 +2,7 @@
  * nats-server: dispatch, leases, resume, crashes, exactness of the sink. */
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -240,4 +241,26 @@ SL_TEST(mapper_extends_leases_of_long_chunks, 30)
     th_proc_free(m1), th_proc_free(m2), th_proc_free(s), th_proc_free(f);
     th_nats_stop(ns);
     free(db), free(env_url), free(ledger), free(sink);
+}
+
+SL_TEST(mapper_cpu_work_burns_cpu_not_the_clock, 60)
+{
+    /* --cpu-work-ms 100 on 5 chunks: the mappers use at least 0.5 s of
+     * CPU between them (a sleep would use next to none). */
+    struct rusage before, after;
+    getrusage(RUSAGE_CHILDREN, &before);
+    char *sink = tp_flag("sink", "sqlite:", "cpu.db"), *ledger = tp_flag("ledger", "", "cpu.ledger");
+    const char *argv[] = {"sluice", "run", "--objects", "500", "--chunk-size", "100", "--mappers", "2",
+                          "--cpu-work-ms", "100", sink, ledger, NULL};
+    char *out = NULL;
+    int rc = th_run(argv, NULL, &out, 50000);
+    CHECK_MSG(rc == 0, "sluice run exited %d:\n%s", rc, out);
+    getrusage(RUSAGE_CHILDREN, &after);
+    double cpu = (double)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) +
+                 (double)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) / 1e6;
+    CHECK_MSG(cpu >= 0.5, "user CPU of the job %.3f s < 0.5 s", cpu);
+    char *db = th_path("cpu.db");
+    tp_verify_sink(db, 500, 100, 0);
+    printf("    --cpu-work-ms 100 x 5 chunks: %.3f s of user CPU\n", cpu);
+    free(db), free(out), free(sink), free(ledger);
 }
