@@ -63,6 +63,7 @@ typedef struct {
     char *sink;
     char *id;           /* the key field of a mapped object */
     char *table;        /* the sink's objects table */
+    int64_t group_commit_ms;
     /* run */
     int64_t mappers;
     int64_t savers;

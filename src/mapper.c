@@ -31,8 +31,32 @@
 
 #define REQUEST_TIMEOUT_MS 5000
 #define ACK_TIMEOUT_MS 2000
+/* How long a mapper waits for a saver to accept its chunk before sending it
+ * again (the saver may have died holding it; a duplicate is harmless). */
+#define SAVE_ACK_TIMEOUT_MS 5000
 #define MAX_BACKOFF_MS 1000
 #define REDELIVER_MS 200
+
+
+/* The lease a mapper works under. */
+typedef struct {
+    int64_t chunk, attempt, lease_ms;
+    const char *token;
+    int64_t next_progress; /* when to extend it next */
+} lease;
+
+/* The chunk handed to the savers and not yet committed. A mapper maps its
+ * next chunk meanwhile (the saver's commit is off the mapper's path) but
+ * keeps at most this one in flight, which is the back-pressure that holds
+ * a saver's queue to one chunk per mapper. */
+typedef struct {
+    bool active, sent;
+    lease l;
+    char token[SL_LEASE_LEN + 1];
+    char *body;
+    int64_t count, ndead;
+    int64_t deadline; /* send again if no answer by then */
+} inflight;
 
 typedef struct {
     const sl_config *cfg;
@@ -48,14 +72,8 @@ typedef struct {
     sl_telemetry tel;
     sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration;
     sl_metric *bad_header, *bad_body, *bad_status;
+    inflight fl;
 } mapper;
-
-/* The lease a mapper works under. */
-typedef struct {
-    int64_t chunk, attempt, lease_ms;
-    const char *token;
-    int64_t next_progress; /* when to extend it next */
-} lease;
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -81,13 +99,21 @@ static void send_lease_msg(mapper *mp, sl_subject subj, const lease *l, const ch
 }
 
 /* Extends the lease if a third of it has passed since the last time. */
-static void keep_alive(mapper *mp, lease *l)
+static void keep_alive_one(mapper *mp, lease *l)
 {
     int64_t now = sl_now_ms();
     if (now < l->next_progress)
         return;
     send_lease_msg(mp, SL_SUBJ_PROGRESS, l, NULL);
     l->next_progress = now + (l->lease_ms / 3 > 0 ? l->lease_ms / 3 : 1);
+}
+
+/* Keeps l and the chunk in flight alive. */
+static void keep_alive(mapper *mp, lease *l)
+{
+    keep_alive_one(mp, l);
+    if (mp->fl.active && l != &mp->fl.l)
+        keep_alive_one(mp, &mp->fl.l);
 }
 
 /* Sleeps up to ms while keeping the lease alive; false if asked to stop. */
@@ -183,36 +209,96 @@ static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
     }
 }
 
-/* Publishes the mapped chunk and checks that some saver subscribes. */
-static sl_status send_mapped(mapper *mp, const lease *l, const char *body, int64_t count, int64_t dead)
+/* Publishes the chunk in flight to the savers, asking for an answer on
+ * the acks inbox. */
+static sl_status publish_mapped(mapper *mp)
 {
-    drain_acks(mp);
-    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), (const char *)mp->acks_inbox, body,
-                            strlen(body));
-    sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
-    sl_msg_set_int(m, SL_H_ATTEMPT, l->attempt);
-    sl_msg_set(m, SL_H_LEASE, l->token);
-    sl_msg_set_int(m, SL_H_COUNT, count);
-    sl_msg_set_int(m, SL_H_DEAD, dead);
+    inflight *f = &mp->fl;
+    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), (const char *)mp->acks_inbox, f->body,
+                            strlen(f->body));
+    sl_msg_set_int(m, SL_H_CHUNK, f->l.chunk);
+    sl_msg_set_int(m, SL_H_ATTEMPT, f->l.attempt);
+    sl_msg_set(m, SL_H_LEASE, f->token);
+    sl_msg_set_int(m, SL_H_COUNT, f->count);
+    sl_msg_set_int(m, SL_H_DEAD, f->ndead);
     sl_status st = sl_bus_publish(mp->bus, m);
     natsMsg_Destroy(m);
-    if (st)
-        return st;
-    /* The server answers a message nobody subscribes to with "no
-     * responders" before it answers the flush's PING. Everything on the
-     * inbox now is either that answer or a late ack: read it all. */
-    natsStatus s = natsConnection_FlushTimeout(sl_bus_nc(mp->bus), ACK_TIMEOUT_MS);
-    if (s != NATS_OK)
-        return sl_nats_fail(s, "flush");
-    bool nobody = false;
-    natsMsg *r = NULL;
-    while ((s = natsSubscription_NextMsg(&r, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS) {
-        nobody = nobody || s == NATS_NO_RESPONDERS;
-        natsMsg_Destroy(r), r = NULL;
+    return st;
+}
+
+static void end_flight(mapper *mp)
+{
+    free(mp->fl.body);
+    mp->fl.body = NULL;
+    mp->fl.active = false;
+}
+
+/* Waits until a saver answered for the chunk in flight: accepted into its
+ * transaction (it is counted as mapped), or handed back to the fetcher by a
+ * saver whose sink failed. Without an answer in time, or with nobody listening, it is sent
+ * again (a duplicate is harmless). A stop hands it back. */
+static void settle(mapper *mp)
+{
+    inflight *f = &mp->fl;
+    bool said = false;
+    while (f->active) {
+        if (sl_stop_requested()) {
+            send_lease_msg(mp, SL_SUBJ_RELEASE, &f->l, NULL);
+            sl_info("stopping: chunk handed back", "chunk=%" PRId64, f->l.chunk);
+            end_flight(mp);
+            return;
+        }
+        if (!f->sent) {
+            if (publish_mapped(mp) != SL_OK) {
+                if (!said)
+                    sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s",
+                            f->l.chunk, sl_log_q(sl_errmsg()));
+                said = true;
+                hold(mp, &f->l, REDELIVER_MS);
+                continue;
+            }
+            f->sent = true;
+            f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
+        }
+        natsMsg *ack = NULL;
+        natsStatus s = next_ack(mp, &f->l, f->deadline - sl_now_ms(), &ack);
+        if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
+            if (!said)
+                sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk,
+                        s == NATS_TIMEOUT ? "\"no saver committed it in time\"" : "\"no saver listens\"");
+            said = true;
+            f->sent = false;
+            if (s == NATS_NO_RESPONDERS)
+                hold(mp, &f->l, REDELIVER_MS);
+            continue;
+        }
+        if (s != NATS_OK) {
+            hold(mp, &f->l, REDELIVER_MS);
+            continue;
+        }
+        /* Only the answer about this chunk and attempt counts. */
+        int64_t c = -1, a = -1;
+        const char *status = sl_msg_str(ack, SL_H_STATUS);
+        bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
+                    sl_msg_int(ack, SL_H_ATTEMPT, 1, INT32_MAX, &a) == SL_OK && c == f->l.chunk &&
+                    a == f->l.attempt && status;
+        if (mine && !strcmp(status, SL_STATUS_ACCEPTED)) {
+            mp->chunks++;
+            mp->objects += f->count;
+            mp->dead += f->ndead;
+            sl_metric_inc(mp->m_chunks);
+            sl_metric_add(mp->m_objects, (double)f->count);
+            sl_metric_add(mp->m_dead, (double)f->ndead);
+            sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
+                     f->l.chunk, f->l.attempt, f->count, f->ndead);
+            end_flight(mp);
+        } else if (mine && !strcmp(status, SL_STATUS_RELEASED)) {
+            sl_warn("the saver could not commit the chunk; it went back to the fetcher", "chunk=%" PRId64,
+                    f->l.chunk);
+            end_flight(mp);
+        }
+        natsMsg_Destroy(ack);
     }
-    if (nobody)
-        return sl_fail(SL_ENOTFOUND, "no saver listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_MAPPED));
-    return SL_OK;
 }
 
 /* Room for headers in a message: the body must leave this much of the
@@ -221,11 +307,13 @@ static sl_status send_mapped(mapper *mp, const lease *l, const char *body, int64
 
 typedef enum { DELIVERED, STOPPED, FAILED } outcome;
 
-/* Delivers dead letters, then the chunk, until it works (DELIVERED) or a
- * stop comes (STOPPED). A result too big for the server is a failure of
- * the chunk, handed back with its reason (FAILED), not a thing to retry. */
-static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, sl_chunk_dead *dead, int64_t ndead)
+/* Settles the chunk in flight, delivers this chunk's dead letters (each
+ * acknowledged by a saver), then puts the chunk in flight. STOPPED when a
+ * stop came first; a result too big for the server is a failure of the
+ * chunk, handed back with its reason (FAILED), not a thing to retry. */
+static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk_dead *dead, int64_t ndead)
 {
+    settle(mp);
     int64_t max = sl_bus_max_payload(mp->bus) - HEADER_ROOM;
     if ((int64_t)strlen(body) > max) {
         char why[200];
@@ -240,12 +328,14 @@ static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, sl
             dead[k].raw[max > 0 ? max : 0] = '\0'; /* a dead letter keeps what fits of its bytes */
     int64_t acked = 0;
     bool said = false;
-    for (;;) {
-        sl_status st = SL_OK;
-        while (acked < ndead && (st = send_dead(mp, l, &dead[acked])) == SL_OK)
+    while (acked < ndead) {
+        if (sl_stop_requested())
+            return STOPPED;
+        sl_status st = send_dead(mp, l, &dead[acked]);
+        if (st == SL_OK) {
             acked++;
-        if (st == SL_OK && (st = send_mapped(mp, l, body, count, ndead)) == SL_OK)
-            return DELIVERED;
+            continue;
+        }
         if (!said)
             sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", l->chunk,
                     sl_log_q(sl_errmsg()));
@@ -253,6 +343,22 @@ static outcome deliver(mapper *mp, lease *l, const char *body, int64_t count, sl
         if (!hold(mp, l, REDELIVER_MS))
             return STOPPED;
     }
+    if (sl_stop_requested())
+        return STOPPED;
+    inflight *f = &mp->fl;
+    f->active = true;
+    f->sent = false;
+    f->l = *l;
+    snprintf(f->token, sizeof f->token, "%s", l->token);
+    f->l.token = f->token;
+    f->body = body;
+    f->count = count;
+    f->ndead = ndead;
+    if (publish_mapped(mp) == SL_OK) {
+        f->sent = true;
+        f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
+    }
+    return DELIVERED;
 }
 
 /* Processes one leased chunk. */
@@ -302,15 +408,8 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         go_on = burn(mp, l, mp->cfg->cpu_work_ms);
     outcome done = go_on ? deliver(mp, l, body, count, dead, ndead) : STOPPED;
     if (done == DELIVERED) {
-        mp->chunks++;
-        mp->objects += count;
-        mp->dead += ndead;
-        sl_metric_inc(mp->m_chunks);
-        sl_metric_add(mp->m_objects, (double)count);
-        sl_metric_add(mp->m_dead, (double)ndead);
+        body = NULL; /* the chunk in flight owns it now */
         sl_metric_observe(mp->m_duration, sl_now_s() - started);
-        sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
-                 l->chunk, l->attempt, count, ndead);
     } else if (done == STOPPED) {
         send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
         sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
@@ -435,6 +534,7 @@ int sl_mapper_main(const sl_config *cfg)
                 break;
             /* No fetcher yet, or it restarts, or NATS is away: ask again
              * later, backing off up to a second. */
+            settle(&mp);
             if (!said_waiting)
                 sl_info("waiting for the fetcher", "reason=%s", sl_log_q(sl_errmsg()));
             said_waiting = true;
@@ -464,8 +564,10 @@ int sl_mapper_main(const sl_config *cfg)
                 sl_stop_sleep(retry);
             }
         } else if (status && !strcmp(status, SL_STATUS_WAIT)) {
+            settle(&mp);
             sl_stop_sleep(retry);
         } else if (status && !strcmp(status, SL_STATUS_DONE)) {
+            settle(&mp);
             /* A standalone mapper outlives a job: the next one may start. */
             if (!said_done)
                 sl_info("job done; waiting for more work", "chunks=%" PRId64 " objects=%" PRId64, mp.chunks,
@@ -481,6 +583,7 @@ int sl_mapper_main(const sl_config *cfg)
         }
         natsMsg_Destroy(reply);
     }
+    settle(&mp); /* stopping: hands the chunk in flight back unless answered */
     rc = 0;
     sl_info("mapper stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64,
             mp.chunks, mp.objects, mp.dead, mp.bad_messages);

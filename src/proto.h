@@ -44,6 +44,9 @@ typedef enum {
 #define SL_STATUS_CHUNK "chunk"
 #define SL_STATUS_WAIT "wait"
 #define SL_STATUS_DONE "done"
+/* Values of Sluice-Status in a saver's answer to P.mapped. */
+#define SL_STATUS_ACCEPTED "accepted" /* written into the saver's open transaction */
+#define SL_STATUS_RELEASED "released" /* not written; handed back to the fetcher */
 
 /* Longest header value sluice accepts; a lease token is 32 hex digits. */
 #define SL_LEASE_LEN 32

@@ -1,9 +1,20 @@
-/* saver.c - writes each mapped chunk in one transaction, then confirms it.
+/* saver.c - writes mapped chunks in transactions, then confirms them.
  *
  * The order is the guarantee: commit first, then P.saved. A saver killed
  * between the two leaves a committed chunk unconfirmed; the lease expires,
  * the chunk is mapped and saved again, and the upsert by id makes that a
- * no-op. A failed commit confirms nothing. */
+ * no-op. A failed commit confirms nothing.
+ *
+ * Group commit: a transaction stays open for --group-commit-ms (or until it
+ * holds MAX_BATCH_CHUNKS chunks or MAX_BATCH_OBJECTS objects) and takes
+ * every chunk that arrives meanwhile, so one commit - one fsync, and one
+ * write of each page the upserts touch - serves many chunks. Every chunk of
+ * a batch is confirmed to the fetcher only after the commit that holds it.
+ * The mapper that sent a chunk is answered as soon as the chunk is written
+ * into the transaction (SL_STATUS_ACCEPTED): a mapper keeps one chunk
+ * unanswered at most, so a saver's queue holds about one chunk per mapper
+ * however slow the sink is. If the saver dies before the commit, the
+ * chunks' leases run out and they are sent again. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -14,6 +25,7 @@
 #include "bus.h"
 #include "chunk.h"
 #include "clock.h"
+#include "jscan.h"
 #include "log.h"
 #include "roles.h"
 #include "sink.h"
@@ -22,6 +34,18 @@
 #include "url.h"
 
 #define OUTAGE_TICK_MS 100
+#define MAX_BATCH_CHUNKS 256
+#define MAX_BATCH_OBJECTS 100000
+/* How often the main loop looks for a transaction due to commit. */
+#define COMMIT_TICK_MS 2
+
+/* A chunk written in the open transaction, awaiting its commit. */
+typedef struct {
+    int64_t chunk, attempt, saved, dead; /* dead: the chunk's, mapper's and saver's */
+    int64_t saver_dead;                  /* of those, dead-lettered here */
+    char *token;
+    char *reply; /* the mapper's inbox, or NULL once answered */
+} batched;
 #define OUTAGE_BACKOFF_MS 500
 #define OUTAGE_MAX_BACKOFF_MS 10000
 
@@ -32,8 +56,14 @@ typedef struct {
     pthread_mutex_t mu; /* the sink is used by one thread at a time */
     int64_t chunks, objects, dead, bad_messages, failed_commits;
     bool sink_ok;       /* the last transaction committed */
+    /* the open transaction (under mu) */
+    batched *batch;
+    int nbatch;
+    int64_t batch_objects;
+    double batch_t0;
+    int64_t batch_due_ms; /* commit it then */
     sl_telemetry tel;
-    sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready;
+    sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready, *m_commits;
     sl_metric *bad_header, *bad_body;
 } saver;
 
@@ -47,17 +77,15 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
             sl_log_q(detail));
 }
 
-/* Writes one chunk; returns objects saved, or -1 if nothing was committed. */
-static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
+/* Writes one chunk into the open transaction; returns objects written, or
+ * -1 if the sink failed (the caller rolls the transaction back). */
+static int64_t write_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
 {
     sl_status st;
     size_t i;
     json_t *obj;
     int64_t saved = 0;
     char num[32];
-    sl_buf doc = SL_BUF_INIT;
-    if ((st = sl_sink_begin(s->sink)))
-        goto fail;
     json_array_foreach(arr, i, obj)
     {
         const char *id;
@@ -79,15 +107,109 @@ static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr,
             goto fail;
         saved++;
     }
-    if ((st = sl_sink_chunk(s->sink, chunk, saved, attempt)) || (st = sl_sink_commit(s->sink)))
+    if ((st = sl_sink_chunk(s->sink, chunk, saved, attempt)))
         goto fail;
-    sl_buf_free(&doc);
     return saved;
 fail:
-    sl_sink_rollback(s->sink);
-    sl_buf_free(&doc);
     sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
     return -1;
+}
+
+/* write_chunk for a chunk sl_jscan_objects read: every object keyed and
+ * already in the form it is stored in. */
+static int64_t write_items(saver *s, int64_t chunk, int64_t attempt, const sl_jscan_obj *items, size_t n)
+{
+    sl_status st = SL_OK;
+    sl_buf id = SL_BUF_INIT;
+    for (size_t i = 0; i < n && !st; i++) {
+        sl_buf_reset(&id);
+        sl_buf_append(&id, items[i].id, items[i].idlen);
+        st = sl_sink_put(s->sink, id.data, items[i].doc, items[i].doclen, chunk);
+    }
+    sl_buf_free(&id);
+    if (st || (st = sl_sink_chunk(s->sink, chunk, (int64_t)n, attempt))) {
+        sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+        return -1;
+    }
+    return (int64_t)n;
+}
+
+/* Answers the mapper that sent a chunk, if it asked (P.mapped's reply
+ * subject): status saved or released, naming the chunk and attempt so a
+ * late answer to an earlier send cannot be taken for this one. */
+static void answer(saver *s, batched *b, const char *status)
+{
+    if (!b->reply)
+        return;
+    natsMsg *a = sl_msg_new(b->reply, NULL, NULL, 0);
+    sl_msg_set(a, SL_H_STATUS, status);
+    sl_msg_set_int(a, SL_H_CHUNK, b->chunk);
+    sl_msg_set_int(a, SL_H_ATTEMPT, b->attempt);
+    sl_bus_publish(s->bus, a);
+    natsMsg_Destroy(a);
+    free(b->reply);
+    b->reply = NULL;
+}
+
+/* Hands a chunk that was not committed back to the fetcher. A release
+ * without a reason is not a failure of the chunk, so a sink outage does not
+ * use up its attempts; it is leased again at once, while this saver stops
+ * taking chunks for a while (see the main loop). */
+static void release(saver *s, batched *b)
+{
+    natsMsg *r = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_RELEASE), NULL, NULL, 0);
+    sl_msg_set_int(r, SL_H_CHUNK, b->chunk);
+    sl_msg_set(r, SL_H_LEASE, b->token);
+    sl_bus_publish(s->bus, r);
+    natsMsg_Destroy(r);
+    answer(s, b, SL_STATUS_RELEASED);
+}
+
+/* Ends the open transaction: commits (ok) or rolls back, then confirms or
+ * releases every chunk it held. Called with mu held. */
+static void end_batch(saver *s, bool ok)
+{
+    if (!s->nbatch)
+        return;
+    sl_status st = ok ? sl_sink_commit(s->sink) : SL_EIO;
+    if (st != SL_OK) {
+        if (ok)
+            sl_error("commit failed", "chunks=%d error=%s", s->nbatch, sl_log_q(sl_errmsg()));
+        sl_sink_rollback(s->sink);
+        s->failed_commits++;
+        sl_metric_inc(s->m_failures);
+    } else {
+        sl_metric_inc(s->m_commits);
+        sl_metric_observe(s->m_duration, sl_now_s() - s->batch_t0);
+    }
+    s->sink_ok = st == SL_OK;
+    sl_metric_set(s->m_ready, s->sink_ok);
+    for (int k = 0; k < s->nbatch; k++) {
+        batched *b = &s->batch[k];
+        if (st != SL_OK) {
+            release(s, b);
+        } else {
+            s->chunks++;
+            s->objects += b->saved;
+            s->dead += b->saver_dead;
+            sl_metric_inc(s->m_chunks);
+            sl_metric_add(s->m_objects, (double)b->saved);
+            sl_metric_add(s->m_dead, (double)b->saver_dead);
+            natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, NULL, 0);
+            sl_msg_set_int(c, SL_H_CHUNK, b->chunk);
+            sl_msg_set(c, SL_H_LEASE, b->token);
+            sl_msg_set_int(c, SL_H_COUNT, b->saved);
+            sl_msg_set_int(c, SL_H_DEAD, b->dead);
+            if (sl_bus_publish(s->bus, c) != SL_OK)
+                sl_warn("confirmation not sent", "chunk=%" PRId64 " error=%s", b->chunk, sl_log_q(sl_errmsg()));
+            natsMsg_Destroy(c);
+            sl_debug("chunk saved", "chunk=%" PRId64 " count=%" PRId64, b->chunk, b->saved);
+        }
+        free(b->token);
+        free(b->reply);
+    }
+    s->nbatch = 0;
+    s->batch_objects = 0;
 }
 
 static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -98,6 +220,8 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     const char *token = sl_msg_str(m, SL_H_LEASE);
     sl_status st;
     json_t *arr = NULL;
+    sl_jscan_obj *items = NULL;
+    size_t nitems = 0;
     if (sl_msg_int(m, SL_H_CHUNK, 0, INT64_MAX, &chunk) || sl_msg_int(m, SL_H_ATTEMPT, 1, INT32_MAX, &attempt) ||
         sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &count)) {
         bad(s, m, "bad_header", sl_errmsg());
@@ -112,56 +236,52 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         bad(s, m, "bad_header", "header Sluice-Lease is not a lease token");
         goto out;
     }
-    json_error_t err;
-    arr = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), JSON_REJECT_DUPLICATES, &err);
-    if (!json_is_array(arr)) {
-        char why[300];
-        snprintf(why, sizeof why, "%s", arr ? "body is not a JSON array" : err.text);
-        bad(s, m, "bad_body", why);
-        goto out;
+    /* The fast path reads chunks as our mappers write them; anything
+     * else, or anything doubtful, is read with jansson. */
+    if (sl_jscan_objects(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), s->cfg->id, &items, &nitems) !=
+        SL_JSCAN_OK) {
+        json_error_t err;
+        arr = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), JSON_REJECT_DUPLICATES, &err);
+        if (!json_is_array(arr)) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", arr ? "body is not a JSON array" : err.text);
+            bad(s, m, "bad_body", why);
+            goto out;
+        }
     }
     pthread_mutex_lock(&s->mu);
+    if (!s->nbatch) {
+        if (sl_sink_begin(s->sink) != SL_OK) {
+            sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+            const char *r = natsMsg_GetReply(m);
+            batched one = {chunk, attempt, 0, 0, 0, (char *)token, r && r[0] ? sl_xstrdup(r) : NULL};
+            s->failed_commits++;
+            sl_metric_inc(s->m_failures);
+            s->sink_ok = false;
+            sl_metric_set(s->m_ready, 0);
+            release(s, &one);
+            pthread_mutex_unlock(&s->mu);
+            goto out;
+        }
+        s->batch_t0 = sl_now_s();
+        s->batch_due_ms = sl_now_ms() + s->cfg->group_commit_ms;
+    }
     int64_t saved_dead = 0;
-    double t0 = sl_now_s();
-    int64_t saved = save_chunk(s, chunk, attempt, arr, &saved_dead);
-    if (saved >= 0) {
-        s->chunks++;
-        s->objects += saved;
-        s->dead += saved_dead;
-        sl_metric_observe(s->m_duration, sl_now_s() - t0);
-        sl_metric_inc(s->m_chunks);
-        sl_metric_add(s->m_objects, (double)saved);
-        sl_metric_add(s->m_dead, (double)saved_dead);
-    } else {
-        s->failed_commits++;
-        sl_metric_inc(s->m_failures);
-    }
-    s->sink_ok = saved >= 0;
-    sl_metric_set(s->m_ready, s->sink_ok);
+    int64_t saved = arr ? write_chunk(s, chunk, attempt, arr, &saved_dead) : write_items(s, chunk, attempt, items, nitems);
+    const char *reply = natsMsg_GetReply(m);
+    s->batch = sl_xrealloc(s->batch, (size_t)(s->nbatch + 1) * sizeof *s->batch);
+    s->batch[s->nbatch++] = (batched){chunk, attempt, saved, dead + saved_dead, saved_dead, sl_xstrdup(token),
+                                      reply && reply[0] ? sl_xstrdup(reply) : NULL};
+    s->batch_objects += saved > 0 ? saved : 0;
+    if (saved >= 0)
+        answer(s, &s->batch[s->nbatch - 1], SL_STATUS_ACCEPTED);
+    if (saved < 0 || s->nbatch >= MAX_BATCH_CHUNKS || s->batch_objects >= MAX_BATCH_OBJECTS ||
+        sl_now_ms() >= s->batch_due_ms)
+        end_batch(s, saved >= 0);
     pthread_mutex_unlock(&s->mu);
-    if (saved < 0) {
-        /* Not the chunk's fault: hand it back (a release without a reason
-         * is not a failure), so a sink outage does not use up the chunk's
-         * attempts. It is leased again at once; meanwhile this saver stops
-         * taking chunks (see the main loop). */
-        natsMsg *r = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_RELEASE), NULL, NULL, 0);
-        sl_msg_set_int(r, SL_H_CHUNK, chunk);
-        sl_msg_set(r, SL_H_LEASE, token);
-        sl_bus_publish(s->bus, r);
-        natsMsg_Destroy(r);
-        goto out;
-    }
-    natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, NULL, 0);
-    sl_msg_set_int(c, SL_H_CHUNK, chunk);
-    sl_msg_set(c, SL_H_LEASE, token);
-    sl_msg_set_int(c, SL_H_COUNT, saved);
-    sl_msg_set_int(c, SL_H_DEAD, dead + saved_dead);
-    if (sl_bus_publish(s->bus, c) != SL_OK)
-        sl_warn("confirmation not sent", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
-    natsMsg_Destroy(c);
-    sl_debug("chunk saved", "chunk=%" PRId64 " count=%" PRId64, chunk, saved);
 out:
     json_decref(arr);
+    free(items);
     natsMsg_Destroy(m);
 }
 
@@ -188,6 +308,7 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_proto_reason(why, sizeof why, reason);
     const char *stage = object < 0 ? "fetcher" : "mapper";
     pthread_mutex_lock(&s->mu);
+    end_batch(s, true); /* a dead letter is its own transaction */
     if ((st = sl_sink_begin(s->sink)) == SL_OK &&
         (st = sl_sink_dead(s->sink, chunk, stage, object, why, natsMsg_GetData(m),
                            (size_t)natsMsg_GetDataLength(m))) == SL_OK)
@@ -240,15 +361,17 @@ static int ready(void *arg, sl_buf *why)
 static void register_metrics(saver *s)
 {
     sl_metrics *m = s->tel.metrics;
-    s->m_chunks = sl_metrics_counter(m, "sluice_chunks_saved_total",
-                                     "Chunk transactions committed, duplicates included.", "");
+    s->m_chunks = sl_metrics_counter(m, "sluice_chunks_saved_total", "Chunks committed, duplicates included.", "");
     s->m_objects = sl_metrics_counter(m, "sluice_objects_written_total", "Objects upserted, duplicates included.", "");
     s->m_dead = sl_metrics_counter(m, "sluice_objects_dead_lettered_total", "Objects dead-lettered.", "");
     s->m_stored = sl_metrics_counter(m, "sluice_dead_letters_stored_total", "Dead letters committed.", "");
     s->m_failures = sl_metrics_counter(m, "sluice_save_failures_total",
                                        "Transactions that failed and were rolled back.", "");
-    s->m_duration = sl_metrics_histogram(m, "sluice_save_duration_seconds", "One chunk's transaction.", "",
+    s->m_duration = sl_metrics_histogram(m, "sluice_save_duration_seconds",
+                                         "One transaction of chunks, begin to commit.", "",
                                          sl_metrics_duration_bounds, sl_metrics_duration_nbounds);
+    s->m_commits = sl_metrics_counter(m, "sluice_sink_commits_total",
+                                      "Transactions of chunks committed (group commit: one may hold several).", "");
     s->m_ready = sl_metrics_gauge(m, "sluice_sink_ready", "1 when the last transaction on the sink committed.", "");
     s->bad_header = sl_telemetry_bad(&s->tel, "bad_header");
     s->bad_body = sl_telemetry_bad(&s->tel, "bad_body");
@@ -294,7 +417,15 @@ int sl_saver_main(const sl_config *cfg)
      * each chunk sent here failing its lease. Chunks are taken again after
      * a back-off, and the next commit tells whether the sink is back. */
     int64_t seen_failures = 0, backoff = OUTAGE_BACKOFF_MS, resume_at = 0;
-    while (!sl_stop_sleep(OUTAGE_TICK_MS)) {
+    int64_t next_outage_check = 0;
+    while (!sl_stop_sleep(COMMIT_TICK_MS)) {
+        pthread_mutex_lock(&s.mu);
+        if (s.nbatch && sl_now_ms() >= s.batch_due_ms)
+            end_batch(&s, true);
+        pthread_mutex_unlock(&s.mu);
+        if (sl_now_ms() < next_outage_check)
+            continue;
+        next_outage_check = sl_now_ms() + OUTAGE_TICK_MS;
         pthread_mutex_lock(&s.mu);
         int64_t failures = s.failed_commits;
         bool ok = s.sink_ok;
@@ -320,6 +451,10 @@ cleanup:
     sl_telemetry_stop(&s.tel);
     /* Draining lets a transaction in progress finish and be confirmed. */
     sl_bus_close(s.bus, 5000);
+    pthread_mutex_lock(&s.mu);
+    end_batch(&s, true); /* nothing more will join it: commit, or hand back */
+    pthread_mutex_unlock(&s.mu);
+    free(s.batch);
     sl_telemetry_free(&s.tel);
     if (rc == 0)
         sl_info("saver stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64

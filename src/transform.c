@@ -223,6 +223,8 @@ sl_status sl_transform_apply(const sl_transform *t, json_t *in, json_t *outs)
     return t->apply(t, in, outs);
 }
 
+bool sl_transform_is_fullname(const sl_transform *t) { return t->apply == fullname; }
+
 void sl_transform_destroy(sl_transform *t)
 {
     if (!t)

@@ -9,6 +9,7 @@
 #define SL_TRANSFORM_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "status.h"
 
@@ -23,6 +24,9 @@ sl_status sl_transform_open(sl_transform **out, const char *spec);
 /* Maps in, appending its outputs to the JSON array outs. On SL_EINVAL
  * nothing was appended and sl_errmsg() says why the object was refused. */
 sl_status sl_transform_apply(const sl_transform *t, json_t *in, json_t *outs);
+
+/* True for "fullname", which chunk.c maps with a fast path (jscan.h). */
+bool sl_transform_is_fullname(const sl_transform *t);
 
 void sl_transform_destroy(sl_transform *t);
 
