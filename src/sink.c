@@ -1,6 +1,7 @@
 /* sink.c - choosing a sink by its URI and calling through its operations. */
 #include "sink.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,23 @@ sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
     s->ops = ops;
     *out = s;
     return SL_OK;
+}
+
+void sl_sink_tables(const sl_sink_opts *o, char objects[SL_SINK_NAME_MAX], char chunks[SL_SINK_NAME_MAX],
+                    char dead[SL_SINK_NAME_MAX])
+{
+    /* config.c allows only [A-Za-z_][A-Za-z0-9_]{0,62}, so quoting needs no
+     * escaping; quoted, a name keeps its case and may be a keyword. */
+    const char *t = o && o->table && o->table[0] ? o->table : "objects";
+    SL_ASSERT(strlen(t) <= 63 && !strchr(t, '"'));
+    snprintf(objects, SL_SINK_NAME_MAX, "\"%s\"", t);
+    if (!strcmp(t, "objects")) {
+        snprintf(chunks, SL_SINK_NAME_MAX, "\"chunks\"");
+        snprintf(dead, SL_SINK_NAME_MAX, "\"dead_letters\"");
+    } else {
+        snprintf(chunks, SL_SINK_NAME_MAX, "\"%s_chunks\"", t);
+        snprintf(dead, SL_SINK_NAME_MAX, "\"%s_dead_letters\"", t);
+    }
 }
 
 sl_status sl_sink_begin(sl_sink *s) { return s->ops->begin(s->impl); }
