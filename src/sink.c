@@ -21,13 +21,15 @@ sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
     sl_status st;
     if (!strncmp(uri, "sqlite:", 7) && uri[7])
         st = sl_sink_sqlite_open(uri + 7, o, &impl, &ops);
+    else if (!strncmp(uri, "ndjson:", 7) && uri[7])
+        st = sl_sink_ndjson_open(uri + 7, o, &impl, &ops);
     else if ((!strncmp(uri, "postgres://", 11) && uri[11]) || (!strncmp(uri, "postgresql://", 13) && uri[13]))
         st = sl_sink_pg_open(uri, o, &impl, &ops);
     else {
         char shown[512];
         sl_url_redact(uri, shown, sizeof shown);
         return sl_fail(SL_EINVAL,
-                       "--sink: unknown sink \"%s\" (known: sqlite:PATH,"
+                       "--sink: unknown sink \"%s\" (known: sqlite:PATH, ndjson:PATH,"
                        " postgres://USER:PASS@HOST:PORT/DB, postgresql://...)",
                        shown);
     }

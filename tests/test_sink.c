@@ -354,7 +354,7 @@ SL_TEST(sink_unwritable_path_fails_with_eio, 5)
 SL_TEST(sink_unknown_uri_refused, 5)
 {
     static const char *bad[] = {"mysql://x", "nonsense", "", "sqlite:", "sqlite", "SQLITE:x.db",
-                                "file:x.db", "postgres://", "postgresql:x"};
+                                "file:x.db", "ndjson:", "postgres://", "postgresql:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sl_sink *s = NULL;
         CHECK_MSG(sl_sink_open(&s, &(sl_sink_opts){.uri = bad[i], .table = "objects"}) == SL_EINVAL, "sink \"%s\" accepted", bad[i]);
@@ -365,7 +365,7 @@ SL_TEST(sink_unknown_uri_refused, 5)
     /* The message lists every known form. */
     sl_sink *s = NULL;
     CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = "x", .table = "objects"}), ==, SL_EINVAL);
-    CHECK_MSG(strstr(sl_errmsg(), "sqlite:PATH") &&
+    CHECK_MSG(strstr(sl_errmsg(), "sqlite:PATH") && strstr(sl_errmsg(), "ndjson:PATH") &&
                   strstr(sl_errmsg(), "postgres://") && strstr(sl_errmsg(), "postgresql://"),
               "%s", sl_errmsg());
     /* Nothing was created under the names either. */
