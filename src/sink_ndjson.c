@@ -139,16 +139,6 @@ static sl_status append_sync(int fd, const sl_buf *b, const char *path)
     return SL_OK;
 }
 
-static sl_status nd_begin(void *impl)
-{
-    ndjson_sink *s = impl;
-    sl_buf_reset(&s->lines);
-    sl_buf_reset(&s->dead_lines);
-    s->has_chunk = false;
-    s->in_tx = true;
-    return SL_OK;
-}
-
 static sl_status nd_put(void *impl, const char *id, const char *doc, size_t doclen, int64_t chunk)
 {
     ndjson_sink *s = impl;
@@ -261,6 +251,13 @@ static void nd_rollback(void *impl)
     sl_buf_reset(&s->dead_lines);
     s->has_chunk = false;
     s->in_tx = false;
+}
+
+static sl_status nd_begin(void *impl)
+{
+    nd_rollback(impl); /* nothing buffered from before */
+    ((ndjson_sink *)impl)->in_tx = true;
+    return SL_OK;
 }
 
 static void nd_destroy(void *impl)
