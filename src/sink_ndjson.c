@@ -64,7 +64,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static bool is_done(const ndjson_sink *s, int64_t chunk)
 {
-    return bsearch(&chunk, s->done, s->ndone, sizeof *s->done, cmp_i64) != NULL;
+    return s->ndone && bsearch(&chunk, s->done, s->ndone, sizeof *s->done, cmp_i64) != NULL;
 }
 
 static void add_done(ndjson_sink *s, int64_t chunk)
