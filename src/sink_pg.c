@@ -25,8 +25,8 @@
  * The batch goes in one of two ways (SLUICE_PG_BATCH, for the benchmark):
  *   values  multi-row INSERT ... VALUES ($1,$2,$3),... ON CONFLICT, at most
  *           ROWS_PER_INSERT rows per statement (3 parameters a row, far
- *           below the protocol's 65535) - the default: it measured faster
- *           (bench/sink.c, README);
+ *           below the protocol's 65535) - the default: COPY measured no faster
+ *           (bench/sink.c, bench/results/sink.csv);
  *   copy    COPY into a TEMP table (ON COMMIT DELETE ROWS, created once per
  *           connection), then INSERT ... SELECT ... ON CONFLICT.
  *
