@@ -1,6 +1,7 @@
 /* sink.c - choosing a sink by its URI and calling through its operations. */
 #include "sink.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,10 +21,17 @@ sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
     sl_status st;
     if (!strncmp(uri, "sqlite:", 7) && uri[7])
         st = sl_sink_sqlite_open(uri + 7, o, &impl, &ops);
+    else if (!strncmp(uri, "ndjson:", 7) && uri[7])
+        st = sl_sink_ndjson_open(uri + 7, o, &impl, &ops);
+    else if ((!strncmp(uri, "postgres://", 11) && uri[11]) || (!strncmp(uri, "postgresql://", 13) && uri[13]))
+        st = sl_sink_pg_open(uri, o, &impl, &ops);
     else {
         char shown[512];
         sl_url_redact(uri, shown, sizeof shown);
-        return sl_fail(SL_EINVAL, "--sink: unknown sink \"%s\" (known: sqlite:PATH)", shown);
+        return sl_fail(SL_EINVAL,
+                       "--sink: unknown sink \"%s\" (known: sqlite:PATH, ndjson:PATH,"
+                       " postgres://USER:PASS@HOST:PORT/DB, postgresql://...)",
+                       shown);
     }
     if (st)
         return st;
@@ -32,6 +40,23 @@ sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
     s->ops = ops;
     *out = s;
     return SL_OK;
+}
+
+void sl_sink_tables(const sl_sink_opts *o, char objects[SL_SINK_NAME_MAX], char chunks[SL_SINK_NAME_MAX],
+                    char dead[SL_SINK_NAME_MAX])
+{
+    /* config.c allows only [A-Za-z_][A-Za-z0-9_]{0,62}, so quoting needs no
+     * escaping; quoted, a name keeps its case and may be a keyword. */
+    const char *t = o && o->table && o->table[0] ? o->table : "objects";
+    SL_ASSERT(strlen(t) <= 63 && !strchr(t, '"'));
+    snprintf(objects, SL_SINK_NAME_MAX, "\"%s\"", t);
+    if (!strcmp(t, "objects")) {
+        snprintf(chunks, SL_SINK_NAME_MAX, "\"chunks\"");
+        snprintf(dead, SL_SINK_NAME_MAX, "\"dead_letters\"");
+    } else {
+        snprintf(chunks, SL_SINK_NAME_MAX, "\"%s_chunks\"", t);
+        snprintf(dead, SL_SINK_NAME_MAX, "\"%s_dead_letters\"", t);
+    }
 }
 
 sl_status sl_sink_begin(sl_sink *s) { return s->ops->begin(s->impl); }

@@ -53,7 +53,20 @@ typedef struct {
     void (*destroy)(void *impl);
 } sl_sink_ops;
 
-/* sink_sqlite.c: opens path; sets *impl and *ops. */
+/* The three table names of o->table (NULL: "objects"), each double-quoted
+ * for SQL: the objects table itself, and "chunks" / "dead_letters" when it
+ * is "objects" (the default schema), else "NAME_chunks" / "NAME_dead_letters".
+ * Each buffer holds SL_SINK_NAME_MAX bytes. */
+#define SL_SINK_NAME_MAX 96
+void sl_sink_tables(const sl_sink_opts *o, char objects[SL_SINK_NAME_MAX], char chunks[SL_SINK_NAME_MAX],
+                    char dead[SL_SINK_NAME_MAX]);
+
+/* Each implementation's open: sets *impl and *ops on success.
+ * sink_sqlite.c: a SQLite file at path. */
 sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops);
+/* sink_pg.c: a PostgreSQL database, uri exactly as libpq takes it. */
+sl_status sl_sink_pg_open(const char *uri, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops);
+/* sink_ndjson.c: appends to the file at path (sidecars path.chunks, path.dead). */
+sl_status sl_sink_ndjson_open(const char *path, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops);
 
 #endif

@@ -7,6 +7,9 @@
  *                object INTEGER NOT NULL, reason TEXT NOT NULL, raw BLOB,
  *                PRIMARY KEY (chunk, stage, object))
  *
+ * With --table NAME other than "objects" the tables are NAME, NAME_chunks
+ * and NAME_dead_letters (sl_sink_tables), so several jobs can share a file.
+ *
  * synchronous=FULL: a chunk is confirmed right after its commit, so a commit
  * must survive a power loss, or the fetcher would mark done a chunk that is
  * not on disk. */
@@ -109,33 +112,45 @@ static const sl_sink_ops sqlite_ops = {
 
 sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops)
 {
-    (void)o; /* --table: to be honoured */
     sl_status st;
+    char to[SL_SINK_NAME_MAX], tc[SL_SINK_NAME_MAX], td[SL_SINK_NAME_MAX];
+    sl_sink_tables(o, to, tc, td);
+    sl_buf sql = SL_BUF_INIT;
     sqlite_sink *s = sl_xcalloc(1, sizeof *s);
     if ((st = sl_db_open(&s->db, path, "FULL")))
         goto fail;
-    if ((st = sl_db_exec(s->db,
-                         "CREATE TABLE IF NOT EXISTS objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
-                         " chunk INTEGER NOT NULL);"
-                         "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
-                         " count INTEGER NOT NULL, attempt INTEGER NOT NULL, saved_at TEXT NOT NULL);"
-                         "CREATE TABLE IF NOT EXISTS dead_letters(chunk INTEGER NOT NULL,"
-                         " stage TEXT NOT NULL, object INTEGER NOT NULL, reason TEXT NOT NULL,"
-                         " raw BLOB, PRIMARY KEY (chunk, stage, object));")))
+    sl_buf_printf(&sql,
+                  "CREATE TABLE IF NOT EXISTS %s(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
+                  " chunk INTEGER NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS %s(idx INTEGER PRIMARY KEY,"
+                  " count INTEGER NOT NULL, attempt INTEGER NOT NULL, saved_at TEXT NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS %s(chunk INTEGER NOT NULL,"
+                  " stage TEXT NOT NULL, object INTEGER NOT NULL, reason TEXT NOT NULL,"
+                  " raw BLOB, PRIMARY KEY (chunk, stage, object));",
+                  to, tc, td);
+    if ((st = sl_db_exec(s->db, sql.data)))
         goto fail;
-    if ((st = sl_db_prepare(s->db, "INSERT INTO objects(id, doc, chunk) VALUES (?1, ?2, ?3)"
-                                   " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc,"
-                                   " chunk = excluded.chunk", &s->put)) ||
-        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO dead_letters(chunk, stage, object, reason,"
-                                   " raw) VALUES (?1, ?2, ?3, ?4, ?5)", &s->dead)) ||
-        (st = sl_db_prepare(s->db, "INSERT OR REPLACE INTO chunks(idx, count, attempt, saved_at)"
-                                   " VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                            &s->chunk)))
+    sl_buf_reset(&sql);
+    sl_buf_printf(&sql, "INSERT INTO %s(id, doc, chunk) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, chunk = excluded.chunk", to);
+    if ((st = sl_db_prepare(s->db, sql.data, &s->put)))
         goto fail;
+    sl_buf_reset(&sql);
+    sl_buf_printf(&sql, "INSERT OR REPLACE INTO %s(chunk, stage, object, reason, raw)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5)", td);
+    if ((st = sl_db_prepare(s->db, sql.data, &s->dead)))
+        goto fail;
+    sl_buf_reset(&sql);
+    sl_buf_printf(&sql, "INSERT OR REPLACE INTO %s(idx, count, attempt, saved_at)"
+                        " VALUES (?1, ?2, ?3, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'))", tc);
+    if ((st = sl_db_prepare(s->db, sql.data, &s->chunk)))
+        goto fail;
+    sl_buf_free(&sql);
     *impl = s;
     *ops = &sqlite_ops;
     return SL_OK;
 fail:
+    sl_buf_free(&sql);
     sq_destroy(s);
     return st;
 }

@@ -106,6 +106,60 @@ static int64_t count_rows(sqlite3 *db, const char *sql)
     return n;
 }
 
+int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, bool exact, tp_row_fn get, void *arg)
+{
+    int64_t chunks = (objects + chunk_size - 1) / chunk_size;
+    sl_buf chunk = SL_BUF_INIT;
+    int64_t checked = 0;
+    for (int64_t c = 0; c < chunks; c++) {
+        if (c == skip)
+            continue;
+        int64_t first = c * chunk_size, len = objects - first < chunk_size ? objects - first : chunk_size;
+        sl_buf_reset(&chunk);
+        sl_gen_users(1, c, first, len, &chunk);
+        json_t *arr = json_loadb(chunk.data, chunk.len, 0, NULL);
+        CHECK(json_is_array(arr) && (int64_t)json_array_size(arr) == len);
+        size_t i;
+        json_t *u;
+        json_array_foreach(arr, i, u)
+        {
+            const char *uuid = json_string_value(json_object_get(u, "uuid"));
+            json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")), " ",
+                                  json_string_value(json_object_get(u, "ln")));
+            char *want = json_dumps(w, JSON_COMPACT);
+            const char *doc = NULL;
+            int64_t at = -1;
+            CHECK_MSG(get(arg, uuid, &doc, &at), "object %s of chunk %lld is missing", uuid, (long long)c);
+            if (exact) {
+                CHECK_STR(doc, want);
+            } else {
+                json_t *got = json_loads(doc, 0, NULL);
+                CHECK_MSG(got && json_equal(got, w), "object %s: %s, want %s", uuid, doc, want);
+                json_decref(got);
+            }
+            CHECK_INT(at, ==, c);
+            json_decref(w);
+            free(want);
+            checked++;
+        }
+        json_decref(arr);
+    }
+    sl_buf_free(&chunk);
+    return checked;
+}
+
+static int sqlite_row(void *arg, const char *id, const char **doc, int64_t *chunk)
+{
+    sqlite3_stmt *q = arg;
+    sqlite3_reset(q);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        return 0;
+    *doc = (const char *)sqlite3_column_text(q, 0);
+    *chunk = sqlite3_column_int64(q, 1);
+    return 1;
+}
+
 int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip)
 {
     sqlite3 *db = NULL;
@@ -127,37 +181,8 @@ int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_s
         sqlite3_finalize(q);
     }
     CHECK(sqlite3_prepare_v2(db, "SELECT doc, chunk FROM objects WHERE id = ?1", -1, &q, NULL) == SQLITE_OK);
-    sl_buf chunk = SL_BUF_INIT;
-    int64_t checked = 0;
-    for (int64_t c = 0; c < chunks; c++) {
-        if (c == skip)
-            continue;
-        int64_t first = c * chunk_size, len = objects - first < chunk_size ? objects - first : chunk_size;
-        sl_buf_reset(&chunk);
-        sl_gen_users(1, c, first, len, &chunk);
-        json_t *arr = json_loadb(chunk.data, chunk.len, 0, NULL);
-        CHECK(json_is_array(arr) && (int64_t)json_array_size(arr) == len);
-        size_t i;
-        json_t *u;
-        json_array_foreach(arr, i, u)
-        {
-            const char *uuid = json_string_value(json_object_get(u, "uuid"));
-            json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")), " ",
-                                  json_string_value(json_object_get(u, "ln")));
-            char *want = json_dumps(w, JSON_COMPACT);
-            json_decref(w);
-            sqlite3_bind_text(q, 1, uuid, -1, SQLITE_TRANSIENT);
-            CHECK_MSG(sqlite3_step(q) == SQLITE_ROW, "object %s of chunk %lld is missing", uuid, (long long)c);
-            CHECK_STR((const char *)sqlite3_column_text(q, 0), want);
-            CHECK_INT(sqlite3_column_int64(q, 1), ==, c);
-            sqlite3_reset(q);
-            free(want);
-            checked++;
-        }
-        json_decref(arr);
-    }
+    int64_t checked = tp_verify_rows(objects, chunk_size, skip, true, sqlite_row, q);
     CHECK_INT(checked, ==, objects - skipped);
-    sl_buf_free(&chunk);
     sqlite3_finalize(q);
     sqlite3_close(db);
     return checked;

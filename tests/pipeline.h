@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <nats/nats.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "harness.h"
@@ -33,6 +34,16 @@ void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64
 /* The same for every chunk but `skip` (-1: none), of which nothing may be
  * in the sink (a chunk that died); returns the rows checked. */
 int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip);
+
+/* Looks up the object with this id in a sink: its doc (owned by the
+ * callee, valid until the next call) and chunk; 0 when it is missing. */
+typedef int (*tp_row_fn)(void *arg, const char *id, const char **doc, int64_t *chunk);
+
+/* The generator's side of every tp_verify_*: for each object of every
+ * chunk but `skip` (-1: none), checks that get() finds its fullname doc
+ * (byte for byte when exact, else as equal JSON: PostgreSQL's jsonb
+ * rewrites the text) in the right chunk. Returns the objects checked. */
+int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, bool exact, tp_row_fn get, void *arg);
 
 /* Polls P.status until the integer a.b (b may be NULL) is >= want. */
 void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms);

@@ -353,8 +353,8 @@ SL_TEST(sink_unwritable_path_fails_with_eio, 5)
 
 SL_TEST(sink_unknown_uri_refused, 5)
 {
-    static const char *bad[] = {"postgres://x", "nonsense", "", "sqlite:", "sqlite", "SQLITE:x.db",
-                                "file:x.db"};
+    static const char *bad[] = {"mysql://x", "nonsense", "", "sqlite:", "sqlite", "SQLITE:x.db",
+                                "file:x.db", "ndjson:", "postgres://", "postgresql:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sl_sink *s = NULL;
         CHECK_MSG(sl_sink_open(&s, &(sl_sink_opts){.uri = bad[i], .table = "objects"}) == SL_EINVAL, "sink \"%s\" accepted", bad[i]);
@@ -362,6 +362,12 @@ SL_TEST(sink_unknown_uri_refused, 5)
         CHECK_MSG(strstr(sl_errmsg(), bad[i]) != NULL, "message does not name \"%s\": %s", bad[i],
                   sl_errmsg());
     }
+    /* The message lists every known form. */
+    sl_sink *s = NULL;
+    CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = "x", .table = "objects"}), ==, SL_EINVAL);
+    CHECK_MSG(strstr(sl_errmsg(), "sqlite:PATH") && strstr(sl_errmsg(), "ndjson:PATH") &&
+                  strstr(sl_errmsg(), "postgres://") && strstr(sl_errmsg(), "postgresql://"),
+              "%s", sl_errmsg());
     /* Nothing was created under the names either. */
     CHECK(access("nonsense", F_OK) != 0);
 }
@@ -390,5 +396,37 @@ SL_TEST(sink_two_sinks_share_a_file, 10)
     sqlite3_close(db);
     sl_sink_destroy(a);
     sl_sink_destroy(b);
+    free(path);
+}
+
+SL_TEST(sink_table_names_its_tables, 5)
+{
+    /* --table NAME: NAME, NAME_chunks, NAME_dead_letters; a keyword or
+     * mixed case works (the names are quoted). The default tables stay
+     * untouched, and a second NAME in the same file is independent. */
+    char *path = th_path("tables.db");
+    char uri[4200];
+    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    const char *names[] = {"Users", "select"};
+    for (int k = 0; k < 2; k++) {
+        sl_sink *s = NULL;
+        CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = names[k]}), ==, SL_OK);
+        CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+        CHECK_INT(sl_sink_put(s, "a", "{}", 2, 1), ==, SL_OK);
+        CHECK_INT(sl_sink_dead(s, 1, "saver", 0, "why", "x", 1), ==, SL_OK);
+        CHECK_INT(sl_sink_chunk(s, 1, 1, 1), ==, SL_OK);
+        CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+        sl_sink_destroy(s);
+    }
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('Users',"
+                        " 'Users_chunks', 'Users_dead_letters', 'select', 'select_chunks', 'select_dead_letters')"),
+              ==, 6);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name IN ('objects', 'chunks', 'dead_letters')"),
+              ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM \"select\""), ==, 1);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM Users_dead_letters"), ==, 1);
+    check_column(db, "Users", "doc", "TEXT", 1, 0);
+    sqlite3_close(db);
     free(path);
 }
