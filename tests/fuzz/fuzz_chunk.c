@@ -32,7 +32,7 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
     char *body = NULL, why[300] = "";
     int64_t count = -1, ndead = -1;
     sl_chunk_dead *dead = NULL;
-    if (sl_chunk_map(tf, data, size, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
+    if (sl_chunk_map(tf, data, size, NULL, 0, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
         FZ_CHECK(why[0] != '\0');
         FZ_CHECK(strncmp(why, "chunk body is not", 17) == 0);
         FZ_CHECK(!strpbrk(why, "\r\n"));
