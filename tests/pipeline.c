@@ -96,6 +96,14 @@ char *tp_env_url(const char *url)
     return b.data;
 }
 
+static bool is_missing(int64_t idx, const int64_t *missing, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (missing[k] == idx)
+            return true;
+    return false;
+}
+
 static int64_t count_rows(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *q = NULL;
@@ -108,13 +116,19 @@ static int64_t count_rows(sqlite3 *db, const char *sql)
 
 int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip)
 {
+    return tp_verify_sink_missing(path, objects, chunk_size, dead, skip, NULL, 0);
+}
+
+int64_t tp_verify_sink_missing(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip,
+                               const int64_t *missing, size_t nmissing)
+{
     sqlite3 *db = NULL;
     CHECK_MSG(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open %s", path);
     int64_t chunks = (objects + chunk_size - 1) / chunk_size;
     bool skipping = skip >= 0 && skip < chunks;
     int64_t skipped = skipping ? (skip == chunks - 1 ? objects - skip * chunk_size : chunk_size) : 0;
-    CHECK_INT(count_rows(db, "SELECT count(*) FROM objects"), ==, objects - skipped);
-    CHECK_INT(count_rows(db, "SELECT count(DISTINCT id) FROM objects"), ==, objects - skipped);
+    CHECK_INT(count_rows(db, "SELECT count(*) FROM objects"), ==, objects - skipped - (int64_t)nmissing);
+    CHECK_INT(count_rows(db, "SELECT count(DISTINCT id) FROM objects"), ==, objects - skipped - (int64_t)nmissing);
     CHECK_INT(count_rows(db, "SELECT count(*) FROM chunks"), ==, chunks - (skipping ? 1 : 0));
     CHECK_INT(count_rows(db, "SELECT count(*) FROM dead_letters"), ==, dead);
 
@@ -142,6 +156,13 @@ int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_s
         json_array_foreach(arr, i, u)
         {
             const char *uuid = json_string_value(json_object_get(u, "uuid"));
+            if (is_missing(first + (int64_t)i, missing, nmissing)) {
+                sqlite3_bind_text(q, 1, uuid, -1, SQLITE_TRANSIENT);
+                CHECK_MSG(sqlite3_step(q) == SQLITE_DONE, "object %lld (%s) should be missing",
+                          (long long)(first + (int64_t)i), uuid);
+                sqlite3_reset(q);
+                continue;
+            }
             json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")), " ",
                                   json_string_value(json_object_get(u, "ln")));
             char *want = json_dumps(w, JSON_COMPACT);
@@ -156,7 +177,7 @@ int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_s
         }
         json_decref(arr);
     }
-    CHECK_INT(checked, ==, objects - skipped);
+    CHECK_INT(checked, ==, objects - skipped - (int64_t)nmissing);
     sl_buf_free(&chunk);
     sqlite3_finalize(q);
     sqlite3_close(db);

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <nats/nats.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "harness.h"
@@ -33,6 +34,11 @@ void tp_verify_sink(const char *path, int64_t objects, int64_t chunk_size, int64
 /* The same for every chunk but `skip` (-1: none), of which nothing may be
  * in the sink (a chunk that died); returns the rows checked. */
 int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip);
+
+/* The same, where also the objects whose indices are in missing[0..n)
+ * (the source's dead letters) must be absent; returns the rows checked. */
+int64_t tp_verify_sink_missing(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip,
+                               const int64_t *missing, size_t nmissing);
 
 /* Polls P.status until the integer a.b (b may be NULL) is >= want. */
 void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms);
