@@ -93,12 +93,20 @@ static const char ndjson[] = "\n"
                              "\r\n"
                              "{\"a\":6}"; /* no final newline */
 
-static void check_ndjson(bool gz)
+/* Both examples hold 6 objects: 3 chunks of 2. */
+static sl_source *open_example(const char *name, const char *data, bool gz)
 {
-    char *path = put_file(gz ? "n.ndjson.gz" : "n.ndjson", ndjson, strlen(ndjson), gz);
+    char *path = put_file(name, data, strlen(data), gz);
     sl_source *src = open_file(path, 2);
+    free(path);
     CHECK_INT(sl_source_objects(src), ==, 6);
     CHECK_INT(sl_source_chunks(src), ==, 3);
+    return src;
+}
+
+static void check_ndjson(bool gz)
+{
+    sl_source *src = open_example(gz ? "n.ndjson.gz" : "n.ndjson", ndjson, gz);
     /* Blank lines stay in (the mapper skips them) so that the body's line
      * k is line first+k; trailing CRs go. */
     CHECK_CHUNK(src, 0, "line", 2, "{\"a\":1}\n  \n{\"a\":2}\n");
@@ -106,7 +114,6 @@ static void check_ndjson(bool gz)
     CHECK_CHUNK(src, 2, "line", 8, "{\"a\":5}\n\n{\"a\":6}\n");
     CHECK_INT(sl_source_chunk_len(src, 2), ==, 2);
     sl_source_destroy(src);
-    free(path);
 }
 
 SL_TEST(source_file_ndjson_index, 10)
@@ -129,10 +136,7 @@ static const char array[] = " \r\n[ {\"a\": [1,\n 2],\r\n \"s\": \"x],}{\\\"\\\\
 
 static void check_array(bool gz)
 {
-    char *path = put_file(gz ? "a.json.gz" : "a.json", array, strlen(array), gz);
-    sl_source *src = open_file(path, 2);
-    CHECK_INT(sl_source_objects(src), ==, 6);
-    CHECK_INT(sl_source_chunks(src), ==, 3);
+    sl_source *src = open_example(gz ? "a.json.gz" : "a.json", array, gz);
     CHECK_CHUNK(src, 0, "element", 0, "{\"a\": [1,  2],   \"s\": \"x],}{\\\"\\\\\"}\n\"str,[\"\n");
     /* The raw LF inside the string becomes a raw CR: still one line, and
      * still not JSON. */
@@ -142,7 +146,6 @@ static void check_array(bool gz)
     CHECK(json_loadb(c1, strcspn(c1, "\n"), 0, NULL) == NULL);
     free(c1);
     sl_source_destroy(src);
-    free(path);
 }
 
 SL_TEST(source_file_array_index, 10)
@@ -484,10 +487,11 @@ SL_TEST(source_file_job_fetcher_kill9_resumes, 40)
     th_proc_kill(f, SIGKILL);
     CHECK_INT(th_proc_wait(f, 5000), ==, 128 + SIGKILL);
     th_proc *f2 = file_job_spawn(&j, "fetcher2", "fetcher", "0", "fetcher resuming");
-    char *log = th_proc_log(f2);
-    const char *d = strstr(log, " done=");
-    CHECK(d && atoi(d + 6) >= 40);
-    free(log);
+    /* What the ledger held at the restart was not sent again. */
+    json_t *st = tp_status(nc);
+    CHECK(st != NULL);
+    CHECK(tp_stat(st, "objects", "saved_before") >= 4000);
+    json_decref(st);
     CHECK_INT(th_proc_wait(f2, 30000), ==, 0);
     tp_verify_sink(j.db, 20000, 100, 0);
     th_proc_free(m1), th_proc_free(m2), th_proc_free(s), th_proc_free(f), th_proc_free(f2);
