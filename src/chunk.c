@@ -4,16 +4,93 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "buf.h"
 #include "jscan.h"
 #include "proto.h"
 
-sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, void (*each)(void *), void *arg,
-                       char **out, int64_t *count, sl_chunk_dead **dead_out, int64_t *ndead_out, char *why,
-                       size_t whylen)
+/* What sl_chunk_map collects. */
+typedef struct {
+    json_t *mapped;
+    sl_chunk_dead *dead;
+    int64_t ndead;
+} result;
+
+static void add_dead(result *r, int64_t index, const char *why, char *raw)
 {
-    if (sl_transform_is_fullname(tf)) {
+    char reason[SL_REASON_MAX + 1];
+    sl_proto_reason(reason, sizeof reason, why);
+    r->dead = sl_xrealloc(r->dead, (size_t)(r->ndead + 1) * sizeof *r->dead);
+    r->dead[r->ndead].index = index;
+    r->dead[r->ndead].reason = sl_xstrdup(reason);
+    r->dead[r->ndead].raw = raw;
+    r->ndead++;
+}
+
+/* Transforms obj (index in the chunk); raw, if not NULL, is its text as
+ * received (taken over), else it is re-serialised for a dead letter. */
+static void map_one(const sl_transform *tf, result *r, json_t *obj, int64_t index, const char *where, char *raw)
+{
+    if (sl_transform_apply(tf, obj, r->mapped) == SL_OK) {
+        free(raw);
+        return;
+    }
+    sl_buf why = SL_BUF_INIT;
+    sl_buf_printf(&why, "%s%s", where, sl_errmsg());
+    add_dead(r, index, why.data, raw ? raw : json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY));
+    sl_buf_free(&why);
+}
+
+static bool blank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return false;
+    return true;
+}
+
+/* A line-framed body: line k is `unit` first+k; blank lines are no
+ * objects but are counted, so the numbers stay those of the source. */
+static void map_lines(const sl_transform *tf, const char *data, size_t len, const char *unit, int64_t first,
+                      void (*each)(void *), void *arg, result *r)
+{
+    int64_t index = 0, k = 0;
+    for (size_t i = 0; i < len; k++) {
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - data) : len;
+        const char *line = data + i;
+        size_t n = e - i;
+        i = e + 1;
+        if (blank(line, n))
+            continue;
+        char where[64];
+        snprintf(where, sizeof where, "%s %" PRId64 ": ", unit, first + k);
+        char *raw = sl_xmalloc(n + 1);
+        memcpy(raw, line, n);
+        raw[n] = '\0';
+        json_error_t err;
+        json_t *obj = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+        if (obj) {
+            map_one(tf, r, obj, index, where, raw);
+            json_decref(obj);
+        } else {
+            sl_buf why = SL_BUF_INIT;
+            sl_buf_printf(&why, "%snot valid JSON: %s", where, err.text);
+            add_dead(r, index, why.data, raw);
+            sl_buf_free(&why);
+        }
+        index++;
+        if (each)
+            each(arg);
+    }
+}
+
+sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, const char *unit, int64_t first,
+                       void (*each)(void *), void *arg, char **out, int64_t *count, sl_chunk_dead **dead_out,
+                       int64_t *ndead_out, char *why, size_t whylen)
+{
+    if (!unit && sl_transform_is_fullname(tf)) {
         /* The reference job's hot path: no tree, same bytes out. */
         sl_buf fast = SL_BUF_INIT;
         long long n = 0;
@@ -26,45 +103,40 @@ sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, voi
         }
         sl_buf_free(&fast);
     }
-    json_error_t err;
-    json_t *in = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
-    if (!json_is_array(in)) {
-        char text[300];
-        if (in)
-            snprintf(text, sizeof text, "chunk body is not a JSON array");
-        else
-            snprintf(text, sizeof text, "chunk body is not JSON: %s at line %d column %d", err.text, err.line,
-                     err.column);
-        /* jansson's text can quote the input, cut anywhere: keep it text. */
-        sl_proto_reason(why, whylen, text);
-        json_decref(in);
-        return sl_fail(SL_EINVAL, "%s", why);
-    }
-    json_t *mapped_all = json_array();
-    sl_chunk_dead *dead = NULL;
-    int64_t ndead = 0;
-    size_t i;
-    json_t *obj;
-    json_array_foreach(in, i, obj)
-    {
-        if (sl_transform_apply(tf, obj, mapped_all) != SL_OK) {
-            char reason[SL_REASON_MAX + 1];
-            sl_proto_reason(reason, sizeof reason, sl_errmsg());
-            dead = sl_xrealloc(dead, (size_t)(ndead + 1) * sizeof *dead);
-            dead[ndead].index = (int64_t)i;
-            dead[ndead].reason = sl_xstrdup(reason);
-            dead[ndead].raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            ndead++;
+    result r = {json_array(), NULL, 0};
+    if (unit) {
+        map_lines(tf, data, len, unit, first, each, arg, &r);
+    } else {
+        json_error_t err;
+        json_t *in = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+        if (!json_is_array(in)) {
+            char text[300];
+            if (in)
+                snprintf(text, sizeof text, "chunk body is not a JSON array");
+            else
+                snprintf(text, sizeof text, "chunk body is not JSON: %s at line %d column %d", err.text, err.line,
+                         err.column);
+            /* jansson's text can quote the input, cut anywhere: keep it text. */
+            sl_proto_reason(why, whylen, text);
+            json_decref(in);
+            json_decref(r.mapped);
+            return sl_fail(SL_EINVAL, "%s", why);
         }
-        if (each)
-            each(arg);
+        size_t i;
+        json_t *obj;
+        json_array_foreach(in, i, obj)
+        {
+            map_one(tf, &r, obj, (int64_t)i, "", NULL);
+            if (each)
+                each(arg);
+        }
+        json_decref(in);
     }
-    json_decref(in);
-    *out = json_dumps(mapped_all, JSON_COMPACT);
-    *count = (int64_t)json_array_size(mapped_all);
-    json_decref(mapped_all);
-    *dead_out = dead;
-    *ndead_out = ndead;
+    *out = json_dumps(r.mapped, JSON_COMPACT);
+    *count = (int64_t)json_array_size(r.mapped);
+    json_decref(r.mapped);
+    *dead_out = r.dead;
+    *ndead_out = r.ndead;
     return SL_OK;
 }
 

@@ -1,7 +1,8 @@
 /* chunk.h - what mappers and savers do with chunk bodies, apart from NATS.
  *
- * A mapper turns a source chunk (a JSON array of objects) into a mapped
- * chunk, setting aside the objects its transform refuses; a saver reads the
+ * A mapper turns a source chunk (a JSON array of objects, or one JSON text
+ * per line) into a mapped chunk, setting aside the objects its transform
+ * refuses and the lines that are not JSON; a saver reads the
  * id of each mapped object. Both read bytes from the network, so both are
  * here as plain functions that the fuzz targets (tests/fuzz) call too. */
 #ifndef SL_CHUNK_H
@@ -23,14 +24,21 @@ typedef struct {
     char *raw;
 } sl_chunk_dead;
 
-/* Maps the source chunk data[0..len) with tf. On SL_OK: *out is the mapped
- * chunk, a compact JSON array of *count objects (free()); *dead holds the
- * *ndead refused objects (sl_chunk_dead_free). each(arg), if not NULL, runs
- * after every object (a mapper keeps its lease alive there). SL_EINVAL when
- * data is not a JSON array; why (whylen > 0) then says so, as valid UTF-8. */
-sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, void (*each)(void *), void *arg,
-                       char **out, int64_t *count, sl_chunk_dead **dead, int64_t *ndead, char *why,
-                       size_t whylen);
+/* Maps the source chunk data[0..len) with tf. unit NULL: data is a JSON
+ * array of objects. Otherwise data is one JSON text per line, line k (from
+ * 0) being `unit` first+k of the source (Sluice-Unit, Sluice-First); blank
+ * lines are skipped but counted, and a line that is not JSON is refused
+ * like an object the transform refuses, with a reason naming it ("line 17:
+ * not valid JSON: ...") and the line as its raw bytes. On SL_OK: *out is
+ * the mapped chunk, a compact JSON array of *count objects (free()); *dead
+ * holds the *ndead refused objects (sl_chunk_dead_free), index being the
+ * position among the chunk's objects. each(arg), if not NULL, runs after
+ * every object (a mapper keeps its lease alive there). SL_EINVAL when an
+ * array-framed body is not a JSON array; why (whylen > 0) then says so, as
+ * valid UTF-8. */
+sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, const char *unit, int64_t first,
+                       void (*each)(void *), void *arg, char **out, int64_t *count, sl_chunk_dead **dead,
+                       int64_t *ndead, char *why, size_t whylen);
 
 void sl_chunk_dead_free(sl_chunk_dead *dead, int64_t ndead); /* accepts NULL */
 

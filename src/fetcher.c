@@ -101,6 +101,15 @@ static void log_dead(int64_t chunk, const char *reason)
     sl_error("chunk dead", "chunk=%" PRId64 " reason=%s", chunk, sl_log_q(reason));
 }
 
+/* Says how a chunk body is framed, when it is not a JSON array. */
+static void set_framing(natsMsg *m, const sl_source_meta *meta)
+{
+    if (!meta->unit)
+        return;
+    sl_msg_set(m, SL_H_UNIT, meta->unit);
+    sl_msg_set_int(m, SL_H_FIRST, meta->first);
+}
+
 /* Sends a dead chunk - why it died and its bytes - to the savers and waits
  * for one to say it is committed; only then is it marked reported. */
 static sl_status report_dead(fetcher *f, int64_t chunk)
@@ -110,8 +119,9 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
     sl_proto_reason(why, sizeof why, sl_ledger_reason(f->ledger, chunk));
     pthread_mutex_unlock(&f->mu);
     sl_buf body = SL_BUF_INIT;
-    if (sl_source_chunk(f->src, chunk, &body, NULL) != SL_OK)
-        sl_buf_reset(&body);
+    sl_source_meta meta = {NULL, 0};
+    if (sl_source_chunk(f->src, chunk, &body, &meta) != SL_OK)
+        sl_buf_reset(&body), meta.unit = NULL;
     /* A chunk too big for the server (the likely reason it died) goes
      * without its bytes rather than never. */
     int64_t room = sl_bus_max_payload(f->bus) - 2 * SL_REASON_MAX;
@@ -120,9 +130,10 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
         sl_buf_printf(&note, "chunk bytes omitted (%zu > max_payload); %s", body.len, why);
         sl_proto_reason(why, sizeof why, note.data);
         sl_buf_free(&note);
-        sl_buf_reset(&body);
+        sl_buf_reset(&body), meta.unit = NULL;
     }
     natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DEAD), NULL, body.data, body.len);
+    set_framing(m, &meta);
     sl_msg_set_int(m, SL_H_CHUNK, chunk);
     sl_msg_set_int(m, SL_H_OBJECT, -1);
     sl_msg_set(m, SL_H_REASON, why);
@@ -199,10 +210,12 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_metric_inc(f->leases_issued);
 
     sl_buf body = SL_BUF_INIT;
-    sl_status st = sl_source_chunk(f->src, chunk, &body, NULL);
+    sl_source_meta meta;
+    sl_status st = sl_source_chunk(f->src, chunk, &body, &meta);
     if (st == SL_OK) {
         natsMsg *r = sl_msg_new(reply, NULL, body.data, body.len);
         sl_msg_set(r, SL_H_STATUS, SL_STATUS_CHUNK);
+        set_framing(r, &meta);
         sl_msg_set_int(r, SL_H_CHUNK, chunk);
         sl_msg_set_int(r, SL_H_ATTEMPT, attempt);
         sl_msg_set(r, SL_H_LEASE, token);

@@ -374,6 +374,39 @@ static void keep_alive_cb(void *arg)
     keep_alive(a->mp, a->l);
 }
 
+/* A chunk that cannot be read (bad framing headers, a body that is not
+ * JSON) is counted and handed back as a failure: the fetcher counts it
+ * towards --max-attempts, so a chunk that can never be read ends dead. */
+static void refuse(mapper *mp, lease *l, sl_metric *counter, const char *reason, const char *why)
+{
+    mp->bad_messages++;
+    sl_metric_inc(counter);
+    sl_warn("bad message", "subject=work-reply reason=%s chunk=%" PRId64 " detail=%s", reason, l->chunk,
+            sl_log_q(why));
+    send_lease_msg(mp, SL_SUBJ_RELEASE, l, why);
+}
+
+/* Reads how the chunk body is framed: no Sluice-Unit (and no
+ * Sluice-First) is a JSON array; else a known unit and a number. */
+static bool read_framing(natsMsg *reply, const char **unit, int64_t *first, char *why, size_t whylen)
+{
+    const char *u = sl_msg_str(reply, SL_H_UNIT);
+    sl_status st = sl_msg_int(reply, SL_H_FIRST, 0, INT64_MAX, first);
+    if (!u && st == SL_ENOTFOUND)
+        return true;
+    if (!u || (strcmp(u, SL_UNIT_LINE) && strcmp(u, SL_UNIT_ELEMENT))) {
+        snprintf(why, whylen, "header %s is %s (known: %s, %s)", SL_H_UNIT, u ? "unknown" : "missing",
+                 SL_UNIT_LINE, SL_UNIT_ELEMENT);
+        return false;
+    }
+    if (st != SL_OK) {
+        snprintf(why, whylen, "%s", sl_errmsg());
+        return false;
+    }
+    *unit = u;
+    return true;
+}
+
 static void process(mapper *mp, natsMsg *reply, lease *l)
 {
     double started = sl_now_s();
@@ -382,15 +415,15 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
     int64_t count = 0, ndead = 0;
     sl_chunk_dead *dead = NULL;
     alive_arg alive = {mp, l};
-    if (sl_chunk_map(mp->tf, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), keep_alive_cb, &alive,
-                     &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
-        mp->bad_messages++;
-        sl_metric_inc(mp->bad_body);
-        sl_warn("bad message", "subject=work-reply reason=bad_body chunk=%" PRId64 " detail=%s", l->chunk,
-                sl_log_q(why));
-        /* Hand it back as a failure: the fetcher counts it towards
-         * --max-attempts, so a chunk that can never be read ends dead. */
-        send_lease_msg(mp, SL_SUBJ_RELEASE, l, why);
+    const char *unit = NULL;
+    int64_t first = 0;
+    if (!read_framing(reply, &unit, &first, why, sizeof why)) {
+        refuse(mp, l, mp->bad_header, "bad_header", why);
+        return;
+    }
+    if (sl_chunk_map(mp->tf, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), unit, first,
+                     keep_alive_cb, &alive, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
+        refuse(mp, l, mp->bad_body, "bad_body", why);
         return;
     }
     for (int64_t k = 0; k < ndead; k++)

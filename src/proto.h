@@ -39,6 +39,15 @@ typedef enum {
 #define SL_H_DEAD "Sluice-Dead"
 #define SL_H_OBJECT "Sluice-Object"
 #define SL_H_REASON "Sluice-Reason"
+/* On a chunk reply (and a fetcher's P.dead): the body is one JSON text per
+ * line, line k being Sluice-Unit number Sluice-First+k of the source.
+ * Absent: the body is a JSON array. */
+#define SL_H_UNIT "Sluice-Unit"
+#define SL_H_FIRST "Sluice-First"
+
+/* Values of Sluice-Unit. */
+#define SL_UNIT_LINE "line"
+#define SL_UNIT_ELEMENT "element"
 
 /* Values of Sluice-Status in a reply to P.work. */
 #define SL_STATUS_CHUNK "chunk"

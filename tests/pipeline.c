@@ -96,6 +96,14 @@ char *tp_env_url(const char *url)
     return b.data;
 }
 
+static bool is_missing(int64_t idx, const int64_t *missing, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (missing[k] == idx)
+            return true;
+    return false;
+}
+
 static int64_t count_rows(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *q = NULL;
@@ -106,7 +114,8 @@ static int64_t count_rows(sqlite3 *db, const char *sql)
     return n;
 }
 
-int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, bool exact, tp_row_fn get, void *arg)
+int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, const int64_t *missing, size_t nmissing,
+                       bool exact, tp_row_fn get, void *arg)
 {
     int64_t chunks = (objects + chunk_size - 1) / chunk_size;
     sl_buf chunk = SL_BUF_INIT;
@@ -124,11 +133,16 @@ int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, bool e
         json_array_foreach(arr, i, u)
         {
             const char *uuid = json_string_value(json_object_get(u, "uuid"));
+            const char *doc = NULL;
+            int64_t at = -1;
+            if (is_missing(first + (int64_t)i, missing, nmissing)) {
+                CHECK_MSG(!get(arg, uuid, &doc, &at), "object %lld (%s) should be missing",
+                          (long long)(first + (int64_t)i), uuid);
+                continue;
+            }
             json_t *w = json_pack("{s:s, s:s++}", "id", uuid, "name", json_string_value(json_object_get(u, "fn")), " ",
                                   json_string_value(json_object_get(u, "ln")));
             char *want = json_dumps(w, JSON_COMPACT);
-            const char *doc = NULL;
-            int64_t at = -1;
             CHECK_MSG(get(arg, uuid, &doc, &at), "object %s of chunk %lld is missing", uuid, (long long)c);
             if (exact) {
                 CHECK_STR(doc, want);
@@ -162,13 +176,19 @@ static int sqlite_row(void *arg, const char *id, const char **doc, int64_t *chun
 
 int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip)
 {
+    return tp_verify_sink_missing(path, objects, chunk_size, dead, skip, NULL, 0);
+}
+
+int64_t tp_verify_sink_missing(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip,
+                               const int64_t *missing, size_t nmissing)
+{
     sqlite3 *db = NULL;
     CHECK_MSG(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open %s", path);
     int64_t chunks = (objects + chunk_size - 1) / chunk_size;
     bool skipping = skip >= 0 && skip < chunks;
     int64_t skipped = skipping ? (skip == chunks - 1 ? objects - skip * chunk_size : chunk_size) : 0;
-    CHECK_INT(count_rows(db, "SELECT count(*) FROM objects"), ==, objects - skipped);
-    CHECK_INT(count_rows(db, "SELECT count(DISTINCT id) FROM objects"), ==, objects - skipped);
+    CHECK_INT(count_rows(db, "SELECT count(*) FROM objects"), ==, objects - skipped - (int64_t)nmissing);
+    CHECK_INT(count_rows(db, "SELECT count(DISTINCT id) FROM objects"), ==, objects - skipped - (int64_t)nmissing);
     CHECK_INT(count_rows(db, "SELECT count(*) FROM chunks"), ==, chunks - (skipping ? 1 : 0));
     CHECK_INT(count_rows(db, "SELECT count(*) FROM dead_letters"), ==, dead);
 
@@ -181,8 +201,8 @@ int64_t tp_verify_sink_except(const char *path, int64_t objects, int64_t chunk_s
         sqlite3_finalize(q);
     }
     CHECK(sqlite3_prepare_v2(db, "SELECT doc, chunk FROM objects WHERE id = ?1", -1, &q, NULL) == SQLITE_OK);
-    int64_t checked = tp_verify_rows(objects, chunk_size, skip, true, sqlite_row, q);
-    CHECK_INT(checked, ==, objects - skipped);
+    int64_t checked = tp_verify_rows(objects, chunk_size, skip, missing, nmissing, true, sqlite_row, q);
+    CHECK_INT(checked, ==, objects - skipped - (int64_t)nmissing);
     sqlite3_finalize(q);
     sqlite3_close(db);
     return checked;

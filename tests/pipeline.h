@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <nats/nats.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "harness.h"
@@ -42,8 +43,16 @@ typedef int (*tp_row_fn)(void *arg, const char *id, const char **doc, int64_t *c
 /* The generator's side of every tp_verify_*: for each object of every
  * chunk but `skip` (-1: none), checks that get() finds its fullname doc
  * (byte for byte when exact, else as equal JSON: PostgreSQL's jsonb
- * rewrites the text) in the right chunk. Returns the objects checked. */
-int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, bool exact, tp_row_fn get, void *arg);
+ * rewrites the text) in the right chunk -- or, for the objects whose
+ * indices are in missing[0..nmissing), that it finds nothing. Returns the
+ * objects checked. */
+int64_t tp_verify_rows(int64_t objects, int64_t chunk_size, int64_t skip, const int64_t *missing, size_t nmissing,
+                       bool exact, tp_row_fn get, void *arg);
+
+/* The same, where also the objects whose indices are in missing[0..n)
+ * (the source's dead letters) must be absent; returns the rows checked. */
+int64_t tp_verify_sink_missing(const char *path, int64_t objects, int64_t chunk_size, int64_t dead, int64_t skip,
+                               const int64_t *missing, size_t nmissing);
 
 /* Polls P.status until the integer a.b (b may be NULL) is >= want. */
 void tp_wait_stat(natsConnection *nc, const char *a, const char *b, int64_t want, int timeout_ms);

@@ -691,7 +691,8 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
         expect_role(mp, "mapper", row, "bad_header");
     }
 
-    /* Chunk bodies that are not a JSON array: handed back with a reason. */
+    /* Chunk bodies that are not a JSON array, or whose framing headers
+     * are wrong: handed back with a reason. */
     natsSubscription *release = NULL;
     CHECK(natsConnection_SubscribeSync(&release, w->nc, "sluice.evil.release") == NATS_OK);
     CHECK(natsConnection_Flush(w->nc) == NATS_OK);
@@ -701,14 +702,21 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
         const char *what, *body;
         size_t len;
         const char *reason; /* in the P.release reason */
+        const char *unit, *first, *counter; /* Sluice-Unit, Sluice-First; counter NULL: bad_body */
     } bad_bodies[] = {
-        {"chunk body: invalid UTF-8", "[{\"uuid\":\"\xff\"}]", 14, "not JSON"},
-        {"chunk body: truncated JSON", "[{\"uuid\":\"a\",\"fn\":", 18, "not JSON"},
-        {"chunk body: 100,000 levels of [", deep, 100000, "not JSON"},
-        {"chunk body: an object", "{\"uuid\":\"a\"}", 12, "not a JSON array"},
-        {"chunk body: duplicate keys", "[{\"uuid\":\"a\",\"uuid\":\"b\",\"fn\":\"x\",\"ln\":\"y\"}]", 42, "not JSON"},
-        {"chunk body: empty", "", 0, "not JSON"},
-        {"chunk body: 3 MB of invalid UTF-8", garbage, 3 * MB, "not JSON"},
+        {"chunk body: invalid UTF-8", "[{\"uuid\":\"\xff\"}]", 14, "not JSON", NULL, NULL, NULL},
+        {"chunk body: truncated JSON", "[{\"uuid\":\"a\",\"fn\":", 18, "not JSON", NULL, NULL, NULL},
+        {"chunk body: 100,000 levels of [", deep, 100000, "not JSON", NULL, NULL, NULL},
+        {"chunk body: an object", "{\"uuid\":\"a\"}", 12, "not a JSON array", NULL, NULL, NULL},
+        {"chunk body: duplicate keys", "[{\"uuid\":\"a\",\"uuid\":\"b\",\"fn\":\"x\",\"ln\":\"y\"}]", 42, "not JSON", NULL, NULL, NULL},
+        {"chunk body: empty", "", 0, "not JSON", NULL, NULL, NULL},
+        {"chunk body: 3 MB of invalid UTF-8", garbage, 3 * MB, "not JSON", NULL, NULL, NULL},
+        {"Sluice-Unit bogus", "{}\n", 3, "Sluice-Unit is unknown", "page", "1", "bad_header"},
+        {"Sluice-Unit LINE (case)", "{}\n", 3, "Sluice-Unit is unknown", "LINE", "1", "bad_header"},
+        {"Sluice-First without Sluice-Unit", "{}\n", 3, "Sluice-Unit is missing", NULL, "1", "bad_header"},
+        {"Sluice-Unit without Sluice-First", "{}\n", 3, "Sluice-First missing", "line", NULL, "bad_header"},
+        {"Sluice-First -1", "{}\n", 3, "Sluice-First out of range", "line", "-1", "bad_header"},
+        {"Sluice-First 1e3", "{}\n", 3, "Sluice-First is not an integer", "element", "1e3", "bad_header"},
     };
     for (size_t i = 0; i < sizeof bad_bodies / sizeof *bad_bodies; i++) {
         char c[24];
@@ -722,8 +730,14 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
                         {NULL, NULL}},
                        bad_bodies[i].body,
                        bad_bodies[i].len};
+        int k = 5;
+        if (bad_bodies[i].unit)
+            r.h[k].k = SL_H_UNIT, r.h[k++].v = bad_bodies[i].unit;
+        if (bad_bodies[i].first)
+            r.h[k].k = SL_H_FIRST, r.h[k++].v = bad_bodies[i].first;
+        r.h[k].k = NULL;
         serve(ff, &r);
-        expect_role(mp, "mapper", r.what, "bad_body");
+        expect_role(mp, "mapper", r.what, bad_bodies[i].counter ? bad_bodies[i].counter : "bad_body");
         natsMsg *m = NULL;
         CHECK_MSG(natsSubscription_NextMsg(&m, release, 5000) == NATS_OK, "row \"%s\": no P.release", r.what);
         const char *v = NULL;
@@ -745,14 +759,18 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
     char *huge = big_body("[{\"uuid\":\"big\",\"fn\":\"", 'f', 3 * MB, "\",\"ln\":\"x\"}]");
     const struct {
         const char *what, *body, *count, *dead;
+        const char *unit, *first; /* Sluice-Unit, Sluice-First, or NULL */
     } good_bodies[] = {
         {"chunk of wrong types",
          "[{\"uuid\":7,\"fn\":\"a\",\"ln\":\"b\"},{\"uuid\":\"u1\",\"fn\":{\"x\":1},\"ln\":\"b\"},"
          "{\"uuid\":\"u2\",\"fn\":\"a\",\"ln\":\"b\",\"friends\":\"not a list\"},{\"uuid\":\"u3\",\"fn\":\"a\",\"ln\":[\"b\"]},"
          "{\"uuid\":\"\",\"fn\":\"a\",\"ln\":\"b\"},null,\"s\",1.5,{\"uuid\":\"u4\",\"fn\":\"Zo\xc3\xab\",\"ln\":\"O'Brien\"}]",
-         "2", "7"},
-        {"chunk with a 3 MB name", huge, "1", "0"},
-        {"a good chunk", "[{\"uuid\":\"g1\",\"fn\":\"Ann\",\"ln\":\"Lee\",\"friends\":[]}]", "1", "0"},
+         "2", "7", NULL, NULL},
+        {"chunk with a 3 MB name", huge, "1", "0", NULL, NULL},
+        {"a good chunk", "[{\"uuid\":\"g1\",\"fn\":\"Ann\",\"ln\":\"Lee\",\"friends\":[]}]", "1", "0", NULL, NULL},
+        {"a line-framed chunk with a bad line",
+         "{\"uuid\":\"l1\",\"fn\":\"A\",\"ln\":\"B\"}\n\n\xff not json\r\n[\n{\"uuid\":\"l2\",\"fn\":\"C\",\"ln\":\"D\"}", "2",
+         "2", "line", "40"},
     };
     for (size_t i = 0; i < sizeof good_bodies / sizeof *good_bodies; i++) {
         char c[24];
@@ -766,6 +784,11 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
                         {NULL, NULL}},
                        good_bodies[i].body,
                        strlen(good_bodies[i].body)};
+        if (good_bodies[i].unit) {
+            r.h[5] = (hdr){SL_H_UNIT, good_bodies[i].unit};
+            r.h[6] = (hdr){SL_H_FIRST, good_bodies[i].first};
+            r.h[7] = (hdr){NULL, NULL};
+        }
         serve(ff, &r);
         natsMsg *m = NULL;
         CHECK_MSG(natsSubscription_NextMsg(&m, saved, 20000) == NATS_OK, "row \"%s\": no P.saved", r.what);
@@ -910,7 +933,12 @@ SL_TEST(hostile_messages_on_every_subject, 120)
     CHECK_INT(count_rows(db, "SELECT count(*) FROM dead_letters"), ==, 14);
     CHECK_INT(count_rows(evil_db, "SELECT count(*) FROM dead_letters WHERE chunk = 200 AND stage = 'mapper'"), ==,
               7);
-    CHECK_INT(count_rows(evil_db, "SELECT count(*) FROM objects"), ==, 4);
+    CHECK_INT(count_rows(evil_db, "SELECT count(*) FROM objects"), ==, 6);
+    /* The line-framed chunk: its two bad lines named by their numbers. */
+    CHECK_INT(count_rows(evil_db, "SELECT count(*) FROM dead_letters WHERE chunk = 203 AND stage = 'mapper' AND"
+                                  " ((object = 1 AND reason LIKE 'line 42: not valid JSON: %') OR"
+                                  " (object = 2 AND reason LIKE 'line 43: not valid JSON: %' AND CAST(raw AS TEXT) = '['))"),
+              ==, 2);
     /* ...which go, and what is left is exactly the job. */
     sqlite3 *d = NULL;
     CHECK(sqlite3_open(db, &d) == SQLITE_OK);

@@ -154,7 +154,7 @@ SL_TEST(sink_ndjson_job_every_id_once, 90)
         json_decref(arr);
     }
     sl_buf_free(&b);
-    CHECK_INT(tp_verify_rows(2000, 100, -1, true, nd_row, &rows), ==, 2000);
+    CHECK_INT(tp_verify_rows(2000, 100, -1, NULL, 0, true, nd_row, &rows), ==, 2000);
     char *idx = file_of(path, ".chunks");
     int n = 0;
     for (char *p = idx; *p; p++)

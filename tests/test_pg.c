@@ -348,7 +348,7 @@ static void verify_pg(const char *uri, int64_t objects, int64_t chunk_size, int6
     CHECK_INT(q_int(pc, "SELECT count(*) FROM dead_letters"), ==, dead);
     pg_rows p = {PQexec(pc, "SELECT id, doc::text, chunk FROM objects ORDER BY id COLLATE \"C\"")};
     CHECK_MSG(PQresultStatus(p.r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(pc));
-    CHECK_INT(tp_verify_rows(objects, chunk_size, -1, false, pg_row, &p), ==, objects);
+    CHECK_INT(tp_verify_rows(objects, chunk_size, -1, NULL, 0, false, pg_row, &p), ==, objects);
     PQclear(p.r);
     PQfinish(pc);
 }

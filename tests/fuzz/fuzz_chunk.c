@@ -13,7 +13,11 @@
  *   - a dead letter always has its raw bytes and a reason;
  *   - the mapped body is a JSON array the saver accepts, with that count,
  *     and with fullname every element has an id the saver can store, so
- *     a good chunk is never turned into saver-side dead letters. */
+ *     a good chunk is never turned into saver-side dead letters.
+ * Every input is also read line-framed (Sluice-Unit: line), as a file
+ * source's chunk is: that never fails as a whole, every non-blank line
+ * ends mapped or dead-lettered, and a dead line's reason names its
+ * number. */
 #include "fuzz.h"
 #include "chunk.h"
 
@@ -32,7 +36,7 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
     char *body = NULL, why[300] = "";
     int64_t count = -1, ndead = -1;
     sl_chunk_dead *dead = NULL;
-    if (sl_chunk_map(tf, data, size, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
+    if (sl_chunk_map(tf, data, size, NULL, 0, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) != SL_OK) {
         FZ_CHECK(why[0] != '\0');
         FZ_CHECK(strncmp(why, "chunk body is not", 17) == 0);
         FZ_CHECK(!strpbrk(why, "\r\n"));
@@ -80,9 +84,44 @@ static void one(const sl_transform *tf, bool is_fullname, const uint8_t *data, s
     sl_chunk_dead_free(dead, ndead);
 }
 
+/* The same body, line-framed: line k is line 7+k. */
+static void lines(const sl_transform *tf, const uint8_t *data, size_t size)
+{
+    char *body = NULL, why[300] = "";
+    int64_t count = -1, ndead = -1;
+    sl_chunk_dead *dead = NULL;
+    FZ_CHECK(sl_chunk_map(tf, data, size, "line", 7, NULL, NULL, &body, &count, &dead, &ndead, why, sizeof why) ==
+             SL_OK);
+    int64_t objects = 0;
+    for (size_t i = 0; i < size;) {
+        const uint8_t *nl = memchr(data + i, '\n', size - i);
+        size_t e = nl ? (size_t)(nl - data) : size;
+        size_t j = i;
+        while (j < e && (data[j] == ' ' || data[j] == '\t' || data[j] == '\r'))
+            j++;
+        objects += j < e;
+        i = e + 1;
+    }
+    FZ_CHECK(count + ndead == objects);
+    for (int64_t k = 0; k < ndead; k++) {
+        FZ_CHECK(dead[k].raw != NULL);
+        FZ_CHECK(strncmp(dead[k].reason, "line ", 5) == 0);
+        FZ_CHECK(!strpbrk(dead[k].reason, "\r\n") && fz_utf8_valid(dead[k].reason, strlen(dead[k].reason)));
+        FZ_CHECK(dead[k].index >= 0 && dead[k].index < objects);
+        FZ_CHECK(k == 0 || dead[k].index > dead[k - 1].index);
+    }
+    json_t *out = json_loads(body, JSON_REJECT_DUPLICATES, NULL);
+    FZ_CHECK(json_is_array(out) && (int64_t)json_array_size(out) == count);
+    json_decref(out);
+    free(body);
+    sl_chunk_dead_free(dead, ndead);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     one(fullname, true, data, size);
     one(identity, false, data, size);
+    lines(fullname, data, size);
+    lines(identity, data, size);
     return 0;
 }
