@@ -1,9 +1,11 @@
-/* chunk.c - mapping a source chunk; the id of a mapped object. */
+/* chunk.c - mapping a source chunk; the id of a mapped object; saving a
+ * mapped chunk in one transaction. */
 #include "chunk.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "buf.h"
 #include "proto.h"
@@ -77,4 +79,45 @@ bool sl_chunk_object_id(json_t *obj, const char *field, char *num, size_t numlen
         return true;
     }
     return false;
+}
+
+sl_status sl_chunk_save(sl_sink *sink, const char *field, int64_t chunk, int64_t attempt, json_t *arr,
+                        int64_t *saved, int64_t *dead)
+{
+    sl_status st;
+    size_t i;
+    json_t *obj;
+    int64_t nsaved = 0, ndead = 0;
+    char num[32];
+    if ((st = sl_sink_begin(sink)))
+        goto fail;
+    json_array_foreach(arr, i, obj)
+    {
+        const char *id;
+        if (!sl_chunk_object_id(obj, field, num, sizeof num, &id)) {
+            char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+            char why[160];
+            snprintf(why, sizeof why, "mapped object has no \"%s\" string or integer", field);
+            st = sl_sink_dead(sink, chunk, "saver", (int64_t)i, why, raw, raw ? strlen(raw) : 0);
+            free(raw);
+            if (st)
+                goto fail;
+            ndead++;
+            continue;
+        }
+        char *text = json_dumps(obj, JSON_COMPACT);
+        st = sl_sink_put(sink, id, text, strlen(text), chunk);
+        free(text);
+        if (st)
+            goto fail;
+        nsaved++;
+    }
+    if ((st = sl_sink_chunk(sink, chunk, nsaved, attempt)) || (st = sl_sink_commit(sink)))
+        goto fail;
+    *saved = nsaved;
+    *dead = ndead;
+    return SL_OK;
+fail:
+    sl_sink_rollback(sink);
+    return st;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sink.h"
 #include "status.h"
 #include "transform.h"
 
@@ -38,5 +39,15 @@ void sl_chunk_dead_free(sl_chunk_dead *dead, int64_t ndead); /* accepts NULL */
  * integer written in decimal into num. False when there is none. *id
  * points into obj or num. */
 bool sl_chunk_object_id(json_t *obj, const char *field, char *num, size_t numlen, const char **id);
+
+/* Writes the mapped chunk arr (a JSON array) to sink in one transaction,
+ * as a saver does: each object with an id under `field` upserted as its
+ * compact JSON, each one without dead-lettered (stage "saver", its index),
+ * then the chunk's record (attempt), then commit. On SL_OK, *saved and
+ * *dead count them. Otherwise nothing is committed (rolled back) and
+ * sl_errmsg() says why. bench/limit calls this too, so the benchmark's
+ * lower bound does exactly the saver's work. */
+sl_status sl_chunk_save(sl_sink *sink, const char *field, int64_t chunk, int64_t attempt, json_t *arr,
+                        int64_t *saved, int64_t *dead);
 
 #endif

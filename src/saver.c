@@ -50,44 +50,12 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
 /* Writes one chunk; returns objects saved, or -1 if nothing was committed. */
 static int64_t save_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
 {
-    sl_status st;
-    size_t i;
-    json_t *obj;
-    int64_t saved = 0;
-    char num[32];
-    sl_buf doc = SL_BUF_INIT;
-    if ((st = sl_sink_begin(s->sink)))
-        goto fail;
-    json_array_foreach(arr, i, obj)
-    {
-        const char *id;
-        if (!sl_chunk_object_id(obj, s->cfg->id, num, sizeof num, &id)) {
-            char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            char why[160];
-            snprintf(why, sizeof why, "mapped object has no \"%s\" string or integer", s->cfg->id);
-            st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i, why, raw, raw ? strlen(raw) : 0);
-            free(raw);
-            if (st)
-                goto fail;
-            (*dead)++;
-            continue;
-        }
-        char *text = json_dumps(obj, JSON_COMPACT);
-        st = sl_sink_put(s->sink, id, text, strlen(text), chunk);
-        free(text);
-        if (st)
-            goto fail;
-        saved++;
+    int64_t saved;
+    if (sl_chunk_save(s->sink, s->cfg->id, chunk, attempt, arr, &saved, dead) != SL_OK) {
+        sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+        return -1;
     }
-    if ((st = sl_sink_chunk(s->sink, chunk, saved, attempt)) || (st = sl_sink_commit(s->sink)))
-        goto fail;
-    sl_buf_free(&doc);
     return saved;
-fail:
-    sl_sink_rollback(s->sink);
-    sl_buf_free(&doc);
-    sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
-    return -1;
 }
 
 static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
