@@ -29,11 +29,19 @@ TABLE=$W/table
 cleanup() {
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: work directory kept: $W" >&2; else rm -rf "$W"; fi
+    if [ -n "${BENCH_KEEP:-}" ] || [ -n "${FAILED:-}" ]; then echo "bench: work directory kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
-die() { echo "bench: $*" >&2; exit 1; }
+die() { FAILED=1; echo "bench: $*" >&2; exit 1; }
+# run_job DIR ARGS...: `sluice run ARGS` with its output in DIR; dies with
+# run's own lines (not its children's) when the job fails.
+run_job() {
+    local d=$1 rc=0; shift
+    "$SLUICE" run --fresh --ledger "$d/ledger" --sink "sqlite:$d/out.db" --stats "$d/stats" "$@" \
+        >"$d/out" 2>"$d/err" || rc=$?
+    [ "$rc" = 0 ] || die "sluice run $* exited $rc: $(grep -h '^sluice run' "$d/err" "$d/out" | tail -5)"
+}
 now_ms() { date +%s%3N; }
 # The epoch milliseconds of a log line's ts=2026-...Z.
 line_ms() { local ts=${1#*ts=}; date -d "${ts%% *}" +%s%3N; }
@@ -105,9 +113,7 @@ overhead() {
         local d=$W/overhead$i t0 t1 wall first
         mkdir -p "$d"
         t0=$(now_ms)
-        "$SLUICE" run --fresh --objects 100000 --mappers 2 --ledger "$d/ledger" --sink "sqlite:$d/out.db" \
-            --stats "$d/stats" --progress-ms 3600000 >"$d/out" 2>"$d/err" ||
-            die "sluice run failed (overhead run $i): $(tail -3 "$d/err")"
+        run_job "$d" --objects 100000 --mappers 2 --progress-ms 3600000
         t1=$(now_ms)
         [ "$(kv "$d/stats" objects)" = 100000 ] || die "overhead run $i saved $(kv "$d/stats" objects) objects"
         wall=$(calc %.3f "($t1 - $t0) / 1000")
@@ -253,9 +259,7 @@ scaling() {
         local d=$W/scaling$n chunks=1000 wall eff
         [ "$n" != 1 ] || chunks=100
         mkdir -p "$d"
-        "$SLUICE" run --fresh --objects $(( chunks * 100 )) --mappers "$n" --work-ms 100 --ledger "$d/ledger" \
-            --sink "sqlite:$d/out.db" --stats "$d/stats" --progress-ms 3600000 >"$d/out" 2>"$d/err" ||
-            die "sluice run failed (scaling, $n mappers): $(tail -3 "$d/err")"
+        run_job "$d" --objects $(( chunks * 100 )) --mappers "$n" --work-ms 100 --progress-ms 3600000
         wall=$(kv "$d/stats" wall_s)
         eff=$(calc %.3f "$chunks * 0.1 / $n / $wall")
         echo "$n,$chunks,100,$wall,$eff,$(calc %.0f "$chunks * 100 / $wall"),$(kv "$d/stats" redeliveries)" >>"$csv"
@@ -298,8 +302,7 @@ GP
 large() {
     local d=$W/large ref rp t0 wall ops
     mkdir -p "$d/ref"
-    "$SLUICE" run --fresh --objects 100000 --mappers 2 --ledger "$d/ref/ledger" --sink "sqlite:$d/ref/out.db" \
-        --stats "$d/ref/stats" --progress-ms 3600000 >"$d/ref/out" 2>"$d/ref/err" || die "the reference run failed"
+    run_job "$d/ref" --objects 100000 --mappers 2 --progress-ms 3600000
     ref=$(kv "$d/ref/stats" objects_per_s)
     local samples=$OUT/large_rss.csv
     echo "t_s,role,pid,rss_kb,hwm_kb" >"$samples"
