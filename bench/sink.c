@@ -65,7 +65,7 @@ static mapped *prepare(void)
         char *out = NULL, why[256];
         int64_t count = 0, ndead = 0;
         sl_chunk_dead *dead = NULL;
-        if (sl_chunk_map(tf, src.data, src.len, NULL, NULL, &out, &count, &dead, &ndead, why, sizeof why))
+        if (sl_chunk_map(tf, src.data, src.len, NULL, 0, NULL, NULL, &out, &count, &dead, &ndead, why, sizeof why))
             die("map", why);
         json_t *arr = json_loads(out, 0, NULL);
         size_t i;

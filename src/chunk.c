@@ -1,4 +1,5 @@
-/* chunk.c - mapping a source chunk; the id of a mapped object. */
+/* chunk.c - mapping a source chunk; the id of a mapped object; saving a
+ * mapped chunk in one transaction. */
 #include "chunk.h"
 
 #include <inttypes.h>
@@ -160,4 +161,62 @@ bool sl_chunk_object_id(json_t *obj, const char *field, char *num, size_t numlen
         return true;
     }
     return false;
+}
+
+sl_status sl_chunk_write(sl_sink *sink, const char *field, int64_t chunk, int64_t attempt, const void *body,
+                         size_t len, int64_t *saved, int64_t *dead, char *why, size_t whylen)
+{
+    sl_status st = SL_OK;
+    int64_t nsaved = 0, ndead = 0;
+    sl_jscan_obj *items = NULL;
+    size_t nitems = 0;
+    if (sl_jscan_objects(body, len, field, &items, &nitems) == SL_JSCAN_OK) {
+        sl_buf id = SL_BUF_INIT;
+        for (size_t i = 0; i < nitems && !st; i++) {
+            sl_buf_reset(&id);
+            sl_buf_append(&id, items[i].id, items[i].idlen);
+            st = sl_sink_put(sink, id.data, items[i].doc, items[i].doclen, chunk);
+        }
+        sl_buf_free(&id);
+        free(items);
+        nsaved = (int64_t)nitems;
+    } else {
+        json_error_t err;
+        json_t *arr = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+        if (!json_is_array(arr)) {
+            sl_proto_reason(why, whylen, arr ? "body is not a JSON array" : err.text);
+            json_decref(arr);
+            return sl_fail(SL_EINVAL, "%s", why);
+        }
+        size_t i;
+        json_t *obj;
+        char num[32];
+        json_array_foreach(arr, i, obj)
+        {
+            const char *id;
+            if (!sl_chunk_object_id(obj, field, num, sizeof num, &id)) {
+                char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+                char reason[160];
+                snprintf(reason, sizeof reason, "mapped object has no \"%s\" string or integer", field);
+                st = sl_sink_dead(sink, chunk, "saver", (int64_t)i, reason, raw, raw ? strlen(raw) : 0);
+                free(raw);
+                if (st)
+                    break;
+                ndead++;
+                continue;
+            }
+            char *text = json_dumps(obj, JSON_COMPACT);
+            st = sl_sink_put(sink, id, text, strlen(text), chunk);
+            free(text);
+            if (st)
+                break;
+            nsaved++;
+        }
+        json_decref(arr);
+    }
+    if (!st)
+        st = sl_sink_chunk(sink, chunk, nsaved, attempt);
+    *saved = nsaved;
+    *dead = ndead;
+    return st;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sink.h"
 #include "status.h"
 #include "transform.h"
 
@@ -46,5 +47,18 @@ void sl_chunk_dead_free(sl_chunk_dead *dead, int64_t ndead); /* accepts NULL */
  * integer written in decimal into num. False when there is none. *id
  * points into obj or num. */
 bool sl_chunk_object_id(json_t *obj, const char *field, char *num, size_t numlen, const char **id);
+
+/* Writes the mapped chunk body[0..len) into the sink's open transaction, as
+ * a saver does: each object with an id under `field` upserted as its
+ * compact JSON, each one without dead-lettered (stage "saver", its index),
+ * then the chunk's record (attempt); the caller commits (a transaction may
+ * hold several chunks). Chunks as our mappers write them are stored without
+ * a parse tree (jscan.h); anything else is read with jansson. SL_EINVAL,
+ * with why (whylen > 0) filled and nothing written, when body is not a JSON
+ * array; otherwise the sink's status, *saved and *dead counting what was
+ * written. bench/limit calls this too, so the benchmark's lower bound does
+ * exactly the saver's work. */
+sl_status sl_chunk_write(sl_sink *sink, const char *field, int64_t chunk, int64_t attempt, const void *body,
+                         size_t len, int64_t *saved, int64_t *dead, char *why, size_t whylen);
 
 #endif

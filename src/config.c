@@ -138,6 +138,8 @@ static const opt opts[] = {
      "delay this share of responses by --slow-ms", NULL},
     {"slow-ms", "SLUICE_SLOW_MS", "MS", T_INT, OFF(slow_ms), "1000", 0, 600000, SL_CMD_MOCKAPI,
      "how long a slow response waits", NULL},
+    {"stats", "SLUICE_STATS", "FILE", T_STR, OFF(stats), "", 0, 0, SL_CMD_RUN,
+     "write the job's figures (wall time, CPU seconds and peak RSS by role) to FILE as key=value lines", NULL},
     {"progress-ms", "SLUICE_PROGRESS_MS", "MS", T_INT, OFF(progress_ms), "0", 0, 3600000, SL_CMD_RUN,
      "progress update interval (0: 200 ms on a terminal, 2000 ms otherwise)", NULL},
 };

@@ -71,6 +71,7 @@ typedef struct {
     int64_t progress_ms;
     bool monitor;       /* also start Prometheus */
     char *prometheus;   /* its binary */
+    char *stats;        /* "": none; else a file for the per-role resource figures */
     /* nats-exporter */
     char *nats_monitor; /* nats-server's monitoring URL */
     /* mock-api */

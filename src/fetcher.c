@@ -58,6 +58,7 @@ typedef struct {
     sl_metric *unreported, *requests_chunk, *requests_wait, *requests_done;
     bool ledger_ok;     /* the last ledger write worked */
     bool complete;
+    bool first_saved;   /* a chunk was confirmed since this process began */
     pthread_t reporter;  /* sends dead letters until a saver takes them */
     bool reporter_started;
     atomic_bool reporter_stop;
@@ -326,7 +327,12 @@ static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     bool first = false;
     pthread_mutex_lock(&f->mu);
     st = sl_ledger_saved(f->ledger, chunk, token, count, dead, &first);
+    bool first_here = st == SL_OK && !f->first_saved;
+    f->first_saved = f->first_saved || st == SL_OK;
     pthread_mutex_unlock(&f->mu);
+    /* How long the pipeline took to fill: the benchmark reads this line. */
+    if (first_here)
+        sl_info("first chunk saved", "chunk=%" PRId64 " after_ms=%" PRId64, chunk, sl_now_ms() - f->started_ms);
     if (st != SL_OK)
         count_bad(f, BAD_UNKNOWN_LEASE, m, sl_errmsg());
     else

@@ -37,6 +37,12 @@
 #define MAX_BACKOFF_MS 1000
 #define REDELIVER_MS 200
 
+/* sluice_dispatch_seconds: a round trip through NATS to the fetcher and
+ * back is a fraction of a millisecond, hence buckets finer than
+ * sl_metrics_duration_bounds below 1 ms. */
+static const double dispatch_bounds[] = {0.00005, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003, 0.0004, 0.0005,
+                                         0.00075, 0.001,   0.002,   0.005,  0.01,    0.05,   0.1,    0.5,
+                                         1};
 
 /* The lease a mapper works under. */
 typedef struct {
@@ -70,7 +76,7 @@ typedef struct {
     uint64_t rng;
     int64_t chunks, objects, dead, bad_messages;
     sl_telemetry tel;
-    sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration;
+    sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration, *m_dispatch;
     sl_metric *bad_header, *bad_body, *bad_status;
     inflight fl;
 } mapper;
@@ -474,16 +480,18 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
  * late, after an earlier ask gave up, is taken first and no new request is
  * sent: it is a real lease, and leaving it queued would leave a chunk
  * waiting while its lease runs. */
-static sl_status ask(mapper *mp, natsMsg **reply)
+static sl_status ask(mapper *mp, natsMsg **reply, double *asked)
 {
     natsMsg *m = NULL;
     natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 0);
     if (s == NATS_OK) {
         *reply = m;
+        *asked = 0; /* not the answer to a request timed here */
         return SL_OK;
     }
     natsMsg *req = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_WORK), (const char *)mp->inbox, NULL, 0);
     sl_msg_set(req, SL_H_WORKER, mp->worker);
+    double t0 = sl_now_s();
     sl_status st = sl_bus_publish(mp->bus, req);
     natsMsg_Destroy(req);
     if (st)
@@ -493,6 +501,7 @@ static sl_status ask(mapper *mp, natsMsg **reply)
         s = natsSubscription_NextMsg(&m, mp->replies, 100);
         if (s == NATS_OK) {
             *reply = m;
+            *asked = t0;
             return SL_OK;
         }
         if (s == NATS_NO_RESPONDERS)
@@ -542,6 +551,9 @@ int sl_mapper_main(const sl_config *cfg)
     mp.m_duration = sl_metrics_histogram(m, "sluice_chunk_duration_seconds",
                                          "From receiving a chunk to delivering it.", "", sl_metrics_duration_bounds,
                                          sl_metrics_duration_nbounds);
+    mp.m_dispatch = sl_metrics_histogram(m, "sluice_dispatch_seconds",
+                                         "From asking for work to receiving a chunk (replies with a chunk only).",
+                                         "", dispatch_bounds, (int)(sizeof dispatch_bounds / sizeof dispatch_bounds[0]));
     mp.bad_header = sl_telemetry_bad(&mp.tel, "bad_header");
     mp.bad_body = sl_telemetry_bad(&mp.tel, "bad_body");
     mp.bad_status = sl_telemetry_bad(&mp.tel, "bad_status");
@@ -561,7 +573,8 @@ int sl_mapper_main(const sl_config *cfg)
     bool said_waiting = false, said_done = false;
     while (!sl_stop_requested()) {
         natsMsg *reply = NULL;
-        sl_status st = ask(&mp, &reply);
+        double asked = 0;
+        sl_status st = ask(&mp, &reply, &asked);
         if (st != SL_OK) {
             if (sl_stop_requested())
                 break;
@@ -582,6 +595,8 @@ int sl_mapper_main(const sl_config *cfg)
         if (sl_msg_int(reply, SL_H_RETRY_MS, 1, 60000, &retry) != SL_OK)
             retry = 100;
         if (status && !strcmp(status, SL_STATUS_CHUNK)) {
+            if (asked > 0)
+                sl_metric_observe(mp.m_dispatch, sl_now_s() - asked);
             lease l;
             char why[256];
             said_done = false;

@@ -22,6 +22,7 @@
 #include <ftw.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -66,6 +67,8 @@ typedef struct {
     int quick_exits;  /* consecutive exits soon after start */
     int restarts;
     int http_port;    /* its /metrics (roles, exporter) or UI (Prometheus) */
+    double cpu_s;     /* user+system CPU of every run reaped so far */
+    long maxrss_kb;   /* the largest peak RSS of those runs */
 } child;
 
 typedef struct {
@@ -117,6 +120,30 @@ static void forward_line(launcher *ln, child *c, const char *line, size_t len)
     snprintf(c->last_line, sizeof c->last_line, "%.*s", (int)len, line);
     clear_bar(ln);
     fprintf(stderr, "%-9s | %.*s\n", c->name, (int)len, line);
+}
+
+static double tv_s(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* waitpid for child c that also keeps its resource use: every run's CPU
+ * time adds up (restarts included) and the peak RSS is the largest run's.
+ * The peak includes the few pages of this launcher that the child held
+ * between fork and exec. */
+static pid_t reap(child *c, int *status, int flags)
+{
+    struct rusage ru;
+    int st = 0;
+    pid_t r = wait4(c->pid, &st, flags, &ru);
+    if (r == c->pid) {
+        c->cpu_s += tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+        if (ru.ru_maxrss > c->maxrss_kb)
+            c->maxrss_kb = ru.ru_maxrss;
+        if (status)
+            *status = st;
+    }
+    return r;
 }
 
 /* Reads what a child wrote; forwards whole lines. */
@@ -359,6 +386,72 @@ static void show_progress(launcher *ln)
     natsMsg_Destroy(reply);
 }
 
+/* Resource use of one kind of child, over all its processes and runs. */
+typedef struct {
+    int n;          /* processes that ran */
+    double cpu_s;   /* CPU seconds, summed */
+    long maxrss_kb; /* the largest peak RSS of any of them */
+} usage;
+
+static usage usage_of(const launcher *ln, kind k)
+{
+    usage u = {0};
+    for (int i = 0; i < ln->nkids; i++) {
+        const child *c = &ln->kids[i];
+        if (c->kind != k || (c->cpu_s == 0 && c->maxrss_kb == 0))
+            continue;
+        u.n++;
+        u.cpu_s += c->cpu_s;
+        if (c->maxrss_kb > u.maxrss_kb)
+            u.maxrss_kb = c->maxrss_kb;
+    }
+    return u;
+}
+
+/* The roles and NATS in the order the summary and the stats file show them. */
+static const struct {
+    kind k;
+    const char *label, *key;
+} shown_kinds[] = {{K_FETCHER, "fetcher", "fetcher"}, {K_MAPPER, "mappers", "mapper"},
+                   {K_SAVER, "savers", "saver"},     {K_NATS, "nats-server", "nats"}};
+
+static void print_resources(const launcher *ln)
+{
+    printf("  cpu, peak rss\n");
+    for (size_t i = 0; i < sizeof shown_kinds / sizeof shown_kinds[0]; i++) {
+        usage u = usage_of(ln, shown_kinds[i].k);
+        if (!u.n)
+            continue;
+        char who[32];
+        snprintf(who, sizeof who, u.n > 1 ? "%s (%d)" : "%s", shown_kinds[i].label, u.n);
+        printf("    %-14s %7.2f s  %6.1f MiB%s\n", who, u.cpu_s, (double)u.maxrss_kb / 1024.0,
+               u.n > 1 ? " (largest)" : "");
+    }
+}
+
+/* --stats FILE: the summary's figures for a program to read, one
+ * key=value a line (cpu in seconds, rss in KiB). */
+static void write_stats(const launcher *ln, int rc, double secs, int64_t objects, int64_t redeliveries)
+{
+    FILE *f = fopen(ln->cfg->stats, "w");
+    if (!f) {
+        say((launcher *)ln, "cannot write --stats %s: %s", ln->cfg->stats, strerror(errno));
+        return;
+    }
+    struct rusage self;
+    getrusage(RUSAGE_SELF, &self);
+    fprintf(f, "exit=%d\nwall_s=%.3f\nobjects=%" PRId64 "\nobjects_per_s=%.0f\nredeliveries=%" PRId64 "\n", rc,
+            secs, objects, secs > 0 ? (double)objects / secs : 0.0, redeliveries);
+    for (size_t i = 0; i < sizeof shown_kinds / sizeof shown_kinds[0]; i++) {
+        usage u = usage_of(ln, shown_kinds[i].k);
+        fprintf(f, "%s_processes=%d\n%s_cpu_s=%.3f\n%s_maxrss_kb=%ld\n", shown_kinds[i].key, u.n,
+                shown_kinds[i].key, u.cpu_s, shown_kinds[i].key, u.maxrss_kb);
+    }
+    fprintf(f, "run_cpu_s=%.3f\nrun_maxrss_kb=%ld\n", tv_s(self.ru_utime) + tv_s(self.ru_stime), self.ru_maxrss);
+    if (fclose(f) != 0)
+        say((launcher *)ln, "cannot write --stats %s: %s", ln->cfg->stats, strerror(errno));
+}
+
 static void print_summary(launcher *ln, int rc)
 {
     clear_bar(ln);
@@ -370,6 +463,8 @@ static void print_summary(launcher *ln, int rc)
     if (!j) {
         printf("sluice run: job %s ended (exit %d) after %.2f s; no summary from the fetcher\n", ln->cfg->job, rc,
                secs);
+        if (ln->cfg->stats[0])
+            write_stats(ln, rc, secs, 0, 0);
         return;
     }
     int64_t saved = jint(j, "objects", "saved"), total = jint(j, "objects", "total");
@@ -391,7 +486,10 @@ static void print_summary(launcher *ln, int rc)
     }
     printf("  wall time       %.3f s\n", secs);
     printf("  throughput      %.0f objects/s\n", secs > 0 ? (double)now_saved / secs : 0.0);
+    print_resources(ln);
     fflush(stdout);
+    if (ln->cfg->stats[0])
+        write_stats(ln, rc, secs, now_saved, jint(j, "redeliveries", NULL));
     json_decref(j);
 }
 
@@ -410,7 +508,7 @@ static void stop_children(launcher *ln, bool infra)
                 continue;
             if (c->fd >= 0)
                 drain_child(ln, c);
-            if (waitpid(c->pid, NULL, WNOHANG) == c->pid)
+            if (reap(c, NULL, WNOHANG) == c->pid)
                 c->pid = 0;
             else if (sl_now_ms() > deadline)
                 kill(c->pid, SIGKILL);
@@ -424,7 +522,7 @@ static void stop_children(launcher *ln, bool infra)
     for (int i = 0; i < ln->nkids; i++) {
         child *c = &ln->kids[i];
         if (c->pid > 0 && (infra || !is_infra(c->kind))) {
-            waitpid(c->pid, NULL, 0);
+            reap(c, NULL, 0);
             c->pid = 0;
         }
     }
@@ -453,7 +551,7 @@ static sl_status start_nats(launcher *ln)
     int64_t deadline = sl_now_ms() + 10000;
     while (!read_ports(ln, c->pid)) {
         int status;
-        if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+        if (reap(c, &status, WNOHANG) == c->pid) {
             c->pid = 0;
             drain_child(ln, c);
             return sl_fail(SL_EIO, "%s exited at start: %s", ln->cfg->nats_server,
@@ -570,7 +668,7 @@ static int step(launcher *ln)
     for (int i = 0; i < ln->nkids && rc < 0; i++) {
         child *c = &ln->kids[i];
         int status;
-        if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == c->pid)
+        if (c->pid > 0 && reap(c, &status, WNOHANG) == c->pid)
             rc = child_exited(ln, c, status);
         if (rc < 0 && c->pid == 0 && c->restart_at && sl_now_ms() >= c->restart_at && start_child(ln, c)) {
             say(ln, "cannot restart %s: %s", c->name, sl_errmsg());
@@ -694,6 +792,13 @@ int sl_run_main(const sl_config *cfg)
     if (rc == 0 || rc == 3)
         natsConnection_FlushTimeout(sl_bus_nc(ln.bus), 500);
     stop_children(&ln, false);
+    if (!cfg->monitor) {
+        /* Nothing needs NATS any more: stopping it now lets the summary
+         * count its resources too. */
+        sl_bus_close(ln.bus, 0);
+        ln.bus = NULL;
+        stop_children(&ln, true);
+    }
     print_summary(&ln, rc);
     if (cfg->monitor && (rc == 0 || rc == 3)) {
         /* The job is over; its history is in Prometheus, which stays up

@@ -25,7 +25,6 @@
 #include "bus.h"
 #include "chunk.h"
 #include "clock.h"
-#include "jscan.h"
 #include "log.h"
 #include "roles.h"
 #include "sink.h"
@@ -75,63 +74,6 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
     sl_metric_inc(!strcmp(reason, "bad_body") ? s->bad_body : s->bad_header);
     sl_warn("bad message", "subject=%s reason=%s detail=%s", natsMsg_GetSubject(m), reason,
             sl_log_q(detail));
-}
-
-/* Writes one chunk into the open transaction; returns objects written, or
- * -1 if the sink failed (the caller rolls the transaction back). */
-static int64_t write_chunk(saver *s, int64_t chunk, int64_t attempt, json_t *arr, int64_t *dead)
-{
-    sl_status st;
-    size_t i;
-    json_t *obj;
-    int64_t saved = 0;
-    char num[32];
-    json_array_foreach(arr, i, obj)
-    {
-        const char *id;
-        if (!sl_chunk_object_id(obj, s->cfg->id, num, sizeof num, &id)) {
-            char *raw = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
-            char why[160];
-            snprintf(why, sizeof why, "mapped object has no \"%s\" string or integer", s->cfg->id);
-            st = sl_sink_dead(s->sink, chunk, "saver", (int64_t)i, why, raw, raw ? strlen(raw) : 0);
-            free(raw);
-            if (st)
-                goto fail;
-            (*dead)++;
-            continue;
-        }
-        char *text = json_dumps(obj, JSON_COMPACT);
-        st = sl_sink_put(s->sink, id, text, strlen(text), chunk);
-        free(text);
-        if (st)
-            goto fail;
-        saved++;
-    }
-    if ((st = sl_sink_chunk(s->sink, chunk, saved, attempt)))
-        goto fail;
-    return saved;
-fail:
-    sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
-    return -1;
-}
-
-/* write_chunk for a chunk sl_jscan_objects read: every object keyed and
- * already in the form it is stored in. */
-static int64_t write_items(saver *s, int64_t chunk, int64_t attempt, const sl_jscan_obj *items, size_t n)
-{
-    sl_status st = SL_OK;
-    sl_buf id = SL_BUF_INIT;
-    for (size_t i = 0; i < n && !st; i++) {
-        sl_buf_reset(&id);
-        sl_buf_append(&id, items[i].id, items[i].idlen);
-        st = sl_sink_put(s->sink, id.data, items[i].doc, items[i].doclen, chunk);
-    }
-    sl_buf_free(&id);
-    if (st || (st = sl_sink_chunk(s->sink, chunk, (int64_t)n, attempt))) {
-        sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
-        return -1;
-    }
-    return (int64_t)n;
 }
 
 /* Answers the mapper that sent a chunk, if it asked (P.mapped's reply
@@ -219,9 +161,6 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     int64_t chunk, attempt, count, dead = 0;
     const char *token = sl_msg_str(m, SL_H_LEASE);
     sl_status st;
-    json_t *arr = NULL;
-    sl_jscan_obj *items = NULL;
-    size_t nitems = 0;
     if (sl_msg_int(m, SL_H_CHUNK, 0, INT64_MAX, &chunk) || sl_msg_int(m, SL_H_ATTEMPT, 1, INT32_MAX, &attempt) ||
         sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &count)) {
         bad(s, m, "bad_header", sl_errmsg());
@@ -235,19 +174,6 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     if (!sl_proto_token_ok(token)) {
         bad(s, m, "bad_header", "header Sluice-Lease is not a lease token");
         goto out;
-    }
-    /* The fast path reads chunks as our mappers write them; anything
-     * else, or anything doubtful, is read with jansson. */
-    if (sl_jscan_objects(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), s->cfg->id, &items, &nitems) !=
-        SL_JSCAN_OK) {
-        json_error_t err;
-        arr = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), JSON_REJECT_DUPLICATES, &err);
-        if (!json_is_array(arr)) {
-            char why[300];
-            snprintf(why, sizeof why, "%s", arr ? "body is not a JSON array" : err.text);
-            bad(s, m, "bad_body", why);
-            goto out;
-        }
     }
     pthread_mutex_lock(&s->mu);
     if (!s->nbatch) {
@@ -266,8 +192,23 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         s->batch_t0 = sl_now_s();
         s->batch_due_ms = sl_now_ms() + s->cfg->group_commit_ms;
     }
-    int64_t saved_dead = 0;
-    int64_t saved = arr ? write_chunk(s, chunk, attempt, arr, &saved_dead) : write_items(s, chunk, attempt, items, nitems);
+    int64_t saved = 0, saved_dead = 0;
+    char why[SL_REASON_MAX + 1];
+    st = sl_chunk_write(s->sink, s->cfg->id, chunk, attempt, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
+                        &saved, &saved_dead, why, sizeof why);
+    if (st == SL_EINVAL) {
+        /* Nothing of it was written; a transaction opened for it alone
+         * is closed again. */
+        if (!s->nbatch)
+            sl_sink_rollback(s->sink);
+        pthread_mutex_unlock(&s->mu);
+        bad(s, m, "bad_body", why);
+        goto out;
+    }
+    if (st != SL_OK) {
+        sl_error("chunk not saved", "chunk=%" PRId64 " error=%s", chunk, sl_log_q(sl_errmsg()));
+        saved = -1;
+    }
     const char *reply = natsMsg_GetReply(m);
     s->batch = sl_xrealloc(s->batch, (size_t)(s->nbatch + 1) * sizeof *s->batch);
     s->batch[s->nbatch++] = (batched){chunk, attempt, saved, dead + saved_dead, saved_dead, sl_xstrdup(token),
@@ -280,8 +221,6 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         end_batch(s, saved >= 0);
     pthread_mutex_unlock(&s->mu);
 out:
-    json_decref(arr);
-    free(items);
     natsMsg_Destroy(m);
 }
 

@@ -119,6 +119,13 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
     sqlite_sink *s = sl_xcalloc(1, sizeof *s);
     if ((st = sl_db_open(&s->db, path, "FULL")))
         goto fail;
+    /* Upserts by random ids touch pages all over the index: a page cache
+     * of 32 MB keeps them in memory between transactions (the saver's
+     * memory target is 64 MB), and checkpointing every 10,000 pages
+     * rather than 1,000 copies each page back to the database less often.
+     * Measured in bench-limit; neither changes what a commit guarantees. */
+    if ((st = sl_db_exec(s->db, "PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=10000")))
+        goto fail;
     sl_buf_printf(&sql,
                   "CREATE TABLE IF NOT EXISTS %s(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
                   " chunk INTEGER NOT NULL);"
