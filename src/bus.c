@@ -300,7 +300,7 @@ int64_t sl_bus_reconnects(const sl_bus *bus)
     return atomic_load(&((sl_bus *)bus)->reconnects);
 }
 
-void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
+void sl_bus_drain(sl_bus *bus, int64_t timeout_ms)
 {
     if (!bus)
         return;
@@ -318,11 +318,18 @@ void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
         } else {
             natsSubscription_Unsubscribe(bus->subs[i]);
         }
+        natsSubscription_Destroy(bus->subs[i]);
+        bus->subs[i] = NULL;
     }
+}
+
+void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
+{
+    if (!bus)
+        return;
+    sl_bus_drain(bus, timeout_ms);
     if (bus->nc && timeout_ms > 0)
         natsConnection_FlushTimeout(bus->nc, timeout_ms);
-    for (int i = 0; i < SL_SUBJ_COUNT; i++)
-        natsSubscription_Destroy(bus->subs[i]);
     if (bus->nc) {
         natsConnection_Close(bus->nc);
         /* Wait (bounded) for the closed callback: after it, nats.c calls

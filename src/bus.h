@@ -55,6 +55,11 @@ int64_t sl_bus_reconnects(const sl_bus *bus);
 /* Sends what is buffered (up to timeout_ms), closes and frees; accepts NULL. */
 void sl_bus_close(sl_bus *bus, int64_t timeout_ms);
 
+/* The first half of sl_bus_close: every subscription drained (callbacks
+ * mid-message finish, up to timeout_ms) and gone, the connection still
+ * open for what the caller must publish last. */
+void sl_bus_drain(sl_bus *bus, int64_t timeout_ms);
+
 /* Turns a nats.c status into SL_ENATS with "what: nats.c's text". */
 sl_status sl_nats_fail(natsStatus s, const char *what);
 

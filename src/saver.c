@@ -388,11 +388,14 @@ int sl_saver_main(const sl_config *cfg)
     rc = 0;
 cleanup:
     sl_telemetry_stop(&s.tel);
-    /* Draining lets a transaction in progress finish and be confirmed. */
-    sl_bus_close(s.bus, 5000);
+    /* Draining lets a chunk in progress join the transaction; nothing more
+     * will: commit it (or hand it back) while the connection can still
+     * confirm it. */
+    sl_bus_drain(s.bus, 5000);
     pthread_mutex_lock(&s.mu);
-    end_batch(&s, true); /* nothing more will join it: commit, or hand back */
+    end_batch(&s, true);
     pthread_mutex_unlock(&s.mu);
+    sl_bus_close(s.bus, 5000);
     free(s.batch);
     sl_telemetry_free(&s.tel);
     if (rc == 0)
