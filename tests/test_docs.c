@@ -11,7 +11,7 @@ SL_TEST(docs_readme_lists_every_flag, 20)
     char *doc = th_src_read("README.md");
     CHECK(strstr(doc, "make run"));
     CHECK(strstr(doc, "make test"));
-    const char *cmds[] = {"run", "fetcher", "mapper", "saver", "status"};
+    const char *cmds[] = {"run", "fetcher", "mapper", "saver", "status", "mock-api"};
     int seen = 0;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         const char *argv[] = {"sluice", cmds[i], "--help", NULL};
