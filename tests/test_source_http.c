@@ -2,7 +2,6 @@
  * templates, the API's pages against the generator, the source against
  * answers of every shape (a small API of the test's own), and whole jobs
  * read through a mock API that fails and stalls. */
-#include <curl/curl.h>
 #include <microhttpd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -58,43 +57,28 @@ SL_TEST(source_http_template_expansion_and_refusals, 10)
 /* ---- HTTP from the test's side ------------------------------------------ */
 
 typedef struct {
-    sl_buf body, headers;
+    char *body, *headers;
 } got;
 
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    sl_buf_append(arg, p, size * n);
-    return size * n;
-}
-
-/* GETs url: the status, with body and headers in *g (freed by got_free). */
+/* GETs url: the status, with body and headers in *g (freed by got_free).
+ * Fails the test if nothing answers. */
 static long get(const char *url, got *g)
 {
-    CURL *c = curl_easy_init();
-    CHECK(c);
-    *g = (got){SL_BUF_INIT, SL_BUF_INIT};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &g->headers);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode rc = curl_easy_perform(c);
-    long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
-    CHECK_MSG(rc == CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
-    sl_buf_putc(&g->body, '\0');
-    g->body.len--;
-    sl_buf_putc(&g->headers, '\0');
+    long code = tp_http_get_headers(url, &g->body, &g->headers);
+    CHECK_MSG(code, "GET %s: no answer", url);
     return code;
 }
 
 static void got_free(got *g)
 {
-    sl_buf_free(&g->body);
-    sl_buf_free(&g->headers);
+    free(g->body);
+    free(g->headers);
+}
+
+/* Whether body is the bytes of want exactly. */
+static int same(const char *body, const sl_buf *want)
+{
+    return strlen(body) == want->len && !memcmp(body, want->data, want->len);
 }
 
 /* Starts `sluice mock-api` with extra flags (NULL-terminated) on a free
@@ -118,8 +102,8 @@ static double mock_metric(int port, const char *series)
     snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
     got g;
     CHECK_INT(get(url, &g), ==, 200);
-    const char *at = strstr(g.body.data, series);
-    CHECK_MSG(at, "no %s in:\n%s", series, g.body.data);
+    const char *at = strstr(g.body, series);
+    CHECK_MSG(at, "no %s in:\n%s", series, g.body);
     double v = strtod(at + strlen(series), NULL);
     got_free(&g);
     return v;
@@ -141,23 +125,20 @@ SL_TEST(source_http_mock_api_serves_the_generators_chunks, 20)
         CHECK_INT(get(url, &g), ==, 200);
         sl_buf want = SL_BUF_INIT;
         sl_gen_users(7, page, page * 100, page < 2 ? 100 : 50, &want);
-        CHECK_MSG(g.body.len == want.len && !memcmp(g.body.data, want.data, want.len), "page %d differs", page);
-        CHECK_MSG(strcasestr(g.headers.data, "X-Total-Count: 250\r\n"), "%s", g.headers.data);
-        CHECK(strcasestr(g.headers.data, "Content-Type: application/json\r\n"));
-        sl_buf_free(&want);
-        /* The same page by offset and limit. */
-        sl_buf same = g.body;
-        g.body = (sl_buf)SL_BUF_INIT;
+        CHECK_MSG(same(g.body, &want), "page %d differs", page);
+        CHECK_MSG(strcasestr(g.headers, "X-Total-Count: 250\r\n"), "%s", g.headers);
+        CHECK(strcasestr(g.headers, "Content-Type: application/json\r\n"));
         got_free(&g);
+        /* The same page by offset and limit. */
         snprintf(url, sizeof url, "http://127.0.0.1:%d/users?offset=%d&limit=100", port, page * 100);
         CHECK_INT(get(url, &g), ==, 200);
-        CHECK(g.body.len == same.len && !memcmp(g.body.data, same.data, same.len));
-        sl_buf_free(&same);
+        CHECK_MSG(same(g.body, &want), "page %d by offset differs", page);
+        sl_buf_free(&want);
         got_free(&g);
     }
     snprintf(url, sizeof url, "http://127.0.0.1:%d/users?page=3&size=100", port);
     CHECK_INT(get(url, &g), ==, 200);
-    CHECK_STR(g.body.data, "[]");
+    CHECK_STR(g.body, "[]");
     got_free(&g);
 
     static const struct {
@@ -176,7 +157,7 @@ SL_TEST(source_http_mock_api_serves_the_generators_chunks, 20)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, bad[i].path);
         CHECK_INT(get(url, &g), ==, bad[i].code);
-        CHECK_MSG(strstr(g.body.data, bad[i].says), "%s: %s", bad[i].path, g.body.data);
+        CHECK_MSG(strstr(g.body, bad[i].says), "%s: %s", bad[i].path, g.body);
         got_free(&g);
     }
     CHECK(mock_metric(port, "sluice_mock_api_requests_total{role=\"mock-api\",sluice_job=\"default\",code=\"400\"}") ==
