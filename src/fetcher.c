@@ -519,7 +519,9 @@ int sl_fetcher_main(const sl_config *cfg)
                          .on_retry = count_retry, .on_retry_arg = &f};
     if ((st = sl_source_open(&f.src, &so))) {
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
-        rc = 2;
+        /* An http source's first page can take a while: a SIGTERM then
+         * is a stop, not a usage error. */
+        rc = sl_stop_requested() ? 128 + sl_stop_signal() : 2;
         goto cleanup;
     }
     sl_buf_printf(&identity, "source=%s objects=%" PRId64 " chunk_size=%" PRId64, cfg->source,

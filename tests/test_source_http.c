@@ -3,6 +3,7 @@
  * answers of every shape (a small API of the test's own), and whole jobs
  * read through a mock API that fails and stalls. */
 #include <microhttpd.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,6 +421,33 @@ SL_TEST(source_http_refused_at_fetcher_start, 20)
         CHECK_MSG(strchr(out, '\n') == out + strlen(out) - 1, "not one line:\n%s", out);
         free(out);
     }
+    th_proc_free(api);
+    free(ledger);
+}
+
+static int slowed_one(void *arg)
+{
+    return mock_metric(*(int *)arg, "sluice_mock_api_slowed_total{role=\"mock-api\",sluice_job=\"default\"}") >= 1;
+}
+
+SL_TEST(source_http_sigterm_cuts_a_slow_request_short, 20)
+{
+    /* Page 0 takes 20 s under a 60-s timeout: SIGTERM must not wait it
+     * out, and is an interrupted start (128+15), not a usage error. */
+    int port;
+    const char *extra[] = {"--slow-percent", "100", "--slow-ms", "20000", NULL};
+    th_proc *api = start_mock(extra, &port);
+    char *ledger = tp_flag("ledger", "", "f.ledger");
+    char source[160];
+    snprintf(source, sizeof source, "--source=http://127.0.0.1:%d/users?page={chunk}&size={size}", port);
+    const char *argv[] = {"sluice", "fetcher", source, ledger, "--source-timeout-ms", "60000", NULL};
+    th_proc *f = th_spawn("fetcher", argv, NULL);
+    th_wait_until(slowed_one, &port, 5000, "the fetcher's first request");
+    int64_t t0 = th_now_ms();
+    th_proc_kill(f, SIGTERM);
+    CHECK_INT(th_proc_wait(f, 5000), ==, 128 + SIGTERM);
+    CHECK_INT(th_now_ms() - t0, <, 2000);
+    th_proc_free(f);
     th_proc_free(api);
     free(ledger);
 }
