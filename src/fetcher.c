@@ -55,7 +55,10 @@ typedef struct {
     sl_metric *bad[BAD_COUNT];
     sl_metric *leases_issued, *leases_expired, *leases_extended, *leases_released;
     sl_metric *chunks[4], *job_chunks, *job_objects, *objects_saved, *objects_fetched, *redeliveries;
-    sl_metric *unreported, *requests_chunk, *requests_wait, *requests_done;
+    sl_metric *unreported, *requests_chunk, *requests_wait, *requests_done, *source_retries;
+    /* Counted from the source's threads, from its open on: before the
+     * metrics exist. */
+    atomic_int_fast64_t retries;
     bool ledger_ok;     /* the last ledger write worked */
     bool complete;
     bool first_saved;   /* a chunk was confirmed since this process began */
@@ -407,8 +410,10 @@ static void log_progress(fetcher *f, const char *msg)
     pthread_mutex_unlock(&f->mu);
     double elapsed = (double)(sl_now_ms() - f->started_ms) / 1000.0;
     sl_info(msg, "done=%" PRId64 " dead=%" PRId64 " leased=%" PRId64 " pending=%" PRId64
-                 " chunks=%" PRId64 " objects_saved=%" PRId64 " redeliveries=%" PRId64 " elapsed_s=%.3f",
-            c.done, c.dead, c.leased, c.pending, c.chunks, c.objects_saved, c.redeliveries, elapsed);
+                 " chunks=%" PRId64 " objects_saved=%" PRId64 " redeliveries=%" PRId64 " elapsed_s=%.3f"
+                 " source_retries=%" PRId64,
+            c.done, c.dead, c.leased, c.pending, c.chunks, c.objects_saved, c.redeliveries, elapsed,
+            (int64_t)atomic_load(&f->retries));
 }
 
 /* One tick of the main loop: expire, persist, notice completion. */
@@ -451,6 +456,11 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
     return st;
 }
 
+static void count_retry(void *arg)
+{
+    atomic_fetch_add(&((fetcher *)arg)->retries, 1);
+}
+
 /* The job's gauges, from the ledger, at each scrape. */
 static void collect(void *arg)
 {
@@ -467,6 +477,7 @@ static void collect(void *arg)
     sl_metric_set(f->objects_saved, (double)c.objects_saved);
     sl_metric_set(f->redeliveries, (double)c.redeliveries);
     sl_metric_set(f->unreported, (double)unrep);
+    sl_metric_set(f->source_retries, (double)atomic_load(&f->retries));
 }
 
 static int ready(void *arg, sl_buf *why)
@@ -507,6 +518,9 @@ static void register_metrics(fetcher *f)
                                      "Dead chunks whose dead letter no saver has committed yet.", "");
     for (int i = 0; i < BAD_COUNT; i++)
         f->bad[i] = sl_telemetry_bad(&f->tel, bad_names[i]);
+    f->source_retries = sl_metrics_counter(m, "sluice_source_retries_total",
+                                           "Requests to the source retried (http: 5xx, 429, timeouts, "
+                                           "connection errors).", "");
     sl_metrics_on_collect(m, collect, f);
 }
 
@@ -520,10 +534,13 @@ int sl_fetcher_main(const sl_config *cfg)
     sl_stop_install();
 
     sl_source_opts so = {.uri = cfg->source, .objects = cfg->objects, .chunk_size = cfg->chunk_size,
-                         .timeout_ms = cfg->source_timeout_ms, .retries = cfg->source_retries};
+                         .timeout_ms = cfg->source_timeout_ms, .retries = cfg->source_retries,
+                         .on_retry = count_retry, .on_retry_arg = &f};
     if ((st = sl_source_open(&f.src, &so))) {
         fprintf(stderr, "sluice fetcher: %s\n", sl_errmsg());
-        rc = 2;
+        /* An http source's first page can take a while: a SIGTERM then
+         * is a stop, not a usage error. */
+        rc = sl_stop_requested() ? 128 + sl_stop_signal() : 2;
         goto cleanup;
     }
     sl_buf_printf(&identity, "source=%s objects=%" PRId64 " chunk_size=%" PRId64, cfg->source,

@@ -62,8 +62,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return ok;
 }
 
-/* Splits "host:port" / ":port" into a socket address. */
-static sl_status parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
+sl_status sl_http_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
 {
     const char *colon = strrchr(addr, ':');
     if (!colon)
@@ -106,7 +105,7 @@ sl_status sl_http_start(sl_http **out, const char *addr, sl_http_render_fn rende
 {
     struct sockaddr_storage ss;
     socklen_t len = 0;
-    sl_status st = parse_addr(addr, &ss, &len);
+    sl_status st = sl_http_parse_addr(addr, &ss, &len);
     if (st)
         return st;
     sl_http *h = sl_xcalloc(1, sizeof *h);

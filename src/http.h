@@ -8,6 +8,8 @@
 #ifndef SL_HTTP_H
 #define SL_HTTP_H
 
+#include <sys/socket.h>
+
 #include "buf.h"
 #include "status.h"
 
@@ -28,5 +30,10 @@ sl_status sl_http_start(sl_http **out, const char *addr, sl_http_render_fn rende
 int sl_http_port(const sl_http *h);
 
 void sl_http_stop(sl_http *h); /* accepts NULL */
+
+/* Splits "HOST:PORT", "[V6]:PORT" or ":PORT" (every address, IPv4 first)
+ * into a socket address, for a server of its own (mock-api). SL_EINVAL
+ * with a message naming --http when it is none of those. */
+sl_status sl_http_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len);
 
 #endif

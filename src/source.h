@@ -26,6 +26,10 @@ typedef struct {
     int64_t chunk_size;
     int64_t timeout_ms; /* http: one request */
     int64_t retries;    /* http: retries on 5xx and connection errors */
+    /* http: called, from any thread, each time a request is retried;
+     * NULL for none. */
+    void (*on_retry)(void *arg);
+    void *on_retry_arg;
 } sl_source_opts;
 
 /* How a chunk body is framed, beyond its bytes (see docs/PROTOCOL.md). */

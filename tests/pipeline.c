@@ -221,23 +221,37 @@ static size_t collect_body(char *data, size_t size, size_t n, void *arg)
 
 long tp_http_get(const char *url, char **body)
 {
+    return tp_http_get_headers(url, body, NULL);
+}
+
+long tp_http_get_headers(const char *url, char **body, char **headers)
+{
     CURL *c = curl_easy_init();
     CHECK(c);
-    sl_buf b = SL_BUF_INIT;
+    sl_buf b = SL_BUF_INIT, h = SL_BUF_INIT;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (headers) {
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect_body);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    }
     long code = 0;
     if (curl_easy_perform(c) == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_cleanup(c);
     sl_buf_putc(&b, '\0');
+    sl_buf_putc(&h, '\0');
     if (body)
         *body = b.data;
     else
         sl_buf_free(&b);
+    if (headers)
+        *headers = h.data;
+    else
+        sl_buf_free(&h);
     return code;
 }
 

@@ -64,6 +64,9 @@ char *tp_flag(const char *flag, const char *prefix, const char *name);
 /* GETs url (2 s timeout); returns the HTTP status (0 if no answer) and,
  * if body is not NULL, the body in *body (malloc'd, caller frees). */
 long tp_http_get(const char *url, char **body);
+/* The same, with the response's header lines in *headers (malloc'd, caller
+ * frees) when headers is not NULL. */
+long tp_http_get_headers(const char *url, char **body, char **headers);
 
 /* The port a sluice process logged in its "http listening" line. */
 int tp_http_port(th_proc *p);
