@@ -5,7 +5,7 @@
  * makes chunk i (as the fetcher does), sl_chunk_map transforms it (as a
  * mapper does), sl_chunk_write writes the mapped bytes (as a saver does,
  * with the same function) into a transaction committed every
- * --group-commit-ms (10, the saver's default) - but no messages, no leases
+ * --group-commit-ms (50, the saver's default) - but no messages, no leases
  * and no ledger. What sluice takes beyond this is the
  * price of distributing the work.
  *
@@ -52,7 +52,7 @@ static bool parse_count(const char *s, int64_t *out)
 
 int main(int argc, char **argv)
 {
-    int64_t objects = 100000, chunk_size = 100, group_ms = 10;
+    int64_t objects = 100000, chunk_size = 100, group_ms = 50;
     const char *transform = "fullname", *sink_uri = "sqlite:bench-limit.db";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

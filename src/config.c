@@ -115,7 +115,7 @@ static const opt opts[] = {
      "where results are saved: sqlite:PATH, postgres://..., ndjson:PATH", NULL},
     {"id", "SLUICE_ID", "FIELD", T_STR, OFF(id), "id", 0, 0, RS,
      "the field of a mapped object that is its key (an object without it is dead-lettered)", check_name},
-    {"group-commit-ms", "SLUICE_GROUP_COMMIT_MS", "MS", T_INT, OFF(group_commit_ms), "10", 0, 10000, RS,
+    {"group-commit-ms", "SLUICE_GROUP_COMMIT_MS", "MS", T_INT, OFF(group_commit_ms), "50", 0, 10000, RS,
      "a transaction takes every chunk that arrives within this, then commits (0: one per chunk)", NULL},
     {"table", "SLUICE_TABLE", "NAME", T_STR, OFF(table), "objects", 0, 0, RS,
      "the sink's table of objects (others: chunks, dead_letters, or NAME_chunks, NAME_dead_letters)",

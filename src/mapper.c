@@ -7,11 +7,14 @@
  * chunk back with P.release so another mapper gets it at once.
  *
  * Delivery is checked, because core NATS drops a message nobody is
- * subscribed to: P.mapped is published with a reply subject and a flush, so
- * the server's "no responders" answer tells the mapper that no saver
- * listens (one starting, all restarting); dead letters are requests the
- * saver answers after its commit. Either way the mapper keeps the chunk,
- * keeps its lease alive and tries again, instead of losing it. */
+ * subscribed to: P.mapped is published with a reply subject, so the
+ * server's "no responders" answer tells the mapper that no saver listens
+ * (one starting, all restarting), and a saver answers "accepted" once the
+ * chunk is in its transaction; dead letters are requests the saver answers
+ * after its commit. Without an answer the mapper keeps the chunk, keeps its
+ * lease alive and sends it again, instead of losing it. It maps its next
+ * chunk while the last one waits for that answer, but never has more than
+ * one waiting (back-pressure: see saver.c). */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -79,6 +82,8 @@ typedef struct {
     sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration, *m_dispatch;
     sl_metric *bad_header, *bad_body, *bad_status;
     inflight fl;
+    lease *cur;    /* the chunk being mapped, if any */
+    bool settling; /* inside settle(), which reads the answers itself */
 } mapper;
 
 static uint64_t next_rand(uint64_t *s)
@@ -114,10 +119,17 @@ static void keep_alive_one(mapper *mp, lease *l)
     l->next_progress = now + (l->lease_ms / 3 > 0 ? l->lease_ms / 3 : 1);
 }
 
-/* Keeps l and the chunk in flight alive. */
+static void poll_answers(mapper *mp);
+
+/* Keeps l, the chunk being mapped and the chunk in flight alive - the
+ * last only while no saver has answered for it. */
 static void keep_alive(mapper *mp, lease *l)
 {
     keep_alive_one(mp, l);
+    if (mp->cur && mp->cur != l)
+        keep_alive_one(mp, mp->cur);
+    if (mp->fl.active && !mp->settling)
+        poll_answers(mp);
     if (mp->fl.active && l != &mp->fl.l)
         keep_alive_one(mp, &mp->fl.l);
 }
@@ -239,6 +251,43 @@ static void end_flight(mapper *mp)
     mp->fl.active = false;
 }
 
+/* One message from the acks inbox while a chunk is in flight: a saver's
+ * answer for it ends the flight; "no responders" (no saver listens) means
+ * sending it again after a pause (false); anything else is stale. Takes
+ * ack. */
+static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
+{
+    inflight *f = &mp->fl;
+    if (s == NATS_NO_RESPONDERS) {
+        natsMsg_Destroy(ack);
+        f->sent = false;
+        f->deadline = sl_now_ms() + REDELIVER_MS; /* publish again then */
+        return false;
+    }
+    /* Only the answer about this chunk and attempt counts. */
+    int64_t c = -1, a = -1;
+    const char *status = sl_msg_str(ack, SL_H_STATUS);
+    bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
+                sl_msg_int(ack, SL_H_ATTEMPT, 1, INT32_MAX, &a) == SL_OK && c == f->l.chunk && a == f->l.attempt &&
+                status;
+    if (mine && !strcmp(status, SL_STATUS_ACCEPTED)) {
+        mp->chunks++;
+        mp->objects += f->count;
+        mp->dead += f->ndead;
+        sl_metric_inc(mp->m_chunks);
+        sl_metric_add(mp->m_objects, (double)f->count);
+        sl_metric_add(mp->m_dead, (double)f->ndead);
+        sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64, f->l.chunk,
+                 f->l.attempt, f->count, f->ndead);
+        end_flight(mp);
+    } else if (mine && !strcmp(status, SL_STATUS_RELEASED)) {
+        sl_warn("the saver could not commit the chunk; it went back to the fetcher", "chunk=%" PRId64, f->l.chunk);
+        end_flight(mp);
+    }
+    natsMsg_Destroy(ack);
+    return true;
+}
+
 /* Waits until a saver answered for the chunk in flight: accepted into its
  * transaction (it is counted as mapped), or handed back to the fetcher by a
  * saver whose sink failed. Without an answer in time, or with nobody listening, it is sent
@@ -247,12 +296,18 @@ static void settle(mapper *mp)
 {
     inflight *f = &mp->fl;
     bool said = false;
+    mp->settling = true;
     while (f->active) {
         if (sl_stop_requested()) {
             send_lease_msg(mp, SL_SUBJ_RELEASE, &f->l, NULL);
             sl_info("stopping: chunk handed back", "chunk=%" PRId64, f->l.chunk);
             end_flight(mp);
-            return;
+            break;
+        }
+        if (!f->sent && sl_now_ms() < f->deadline) {
+            /* "no responders": wait a little before sending again */
+            hold(mp, &f->l, f->deadline - sl_now_ms());
+            continue;
         }
         if (!f->sent) {
             if (publish_mapped(mp) != SL_OK) {
@@ -268,42 +323,36 @@ static void settle(mapper *mp)
         }
         natsMsg *ack = NULL;
         natsStatus s = next_ack(mp, &f->l, f->deadline - sl_now_ms(), &ack);
-        if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
+        if (s == NATS_TIMEOUT) {
             if (!said)
                 sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk,
-                        s == NATS_TIMEOUT ? "\"no saver committed it in time\"" : "\"no saver listens\"");
+                        "\"no saver accepted it in time\"");
             said = true;
             f->sent = false;
-            if (s == NATS_NO_RESPONDERS)
-                hold(mp, &f->l, REDELIVER_MS);
             continue;
         }
-        if (s != NATS_OK) {
+        if (s != NATS_OK && s != NATS_NO_RESPONDERS) {
             hold(mp, &f->l, REDELIVER_MS);
             continue;
         }
-        /* Only the answer about this chunk and attempt counts. */
-        int64_t c = -1, a = -1;
-        const char *status = sl_msg_str(ack, SL_H_STATUS);
-        bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
-                    sl_msg_int(ack, SL_H_ATTEMPT, 1, INT32_MAX, &a) == SL_OK && c == f->l.chunk &&
-                    a == f->l.attempt && status;
-        if (mine && !strcmp(status, SL_STATUS_ACCEPTED)) {
-            mp->chunks++;
-            mp->objects += f->count;
-            mp->dead += f->ndead;
-            sl_metric_inc(mp->m_chunks);
-            sl_metric_add(mp->m_objects, (double)f->count);
-            sl_metric_add(mp->m_dead, (double)f->ndead);
-            sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64,
-                     f->l.chunk, f->l.attempt, f->count, f->ndead);
-            end_flight(mp);
-        } else if (mine && !strcmp(status, SL_STATUS_RELEASED)) {
-            sl_warn("the saver could not commit the chunk; it went back to the fetcher", "chunk=%" PRId64,
-                    f->l.chunk);
-            end_flight(mp);
+        if (!flight_answer(mp, s, ack) && !said) {
+            sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk,
+                    "\"no saver listens\"");
+            said = true;
         }
-        natsMsg_Destroy(ack);
+    }
+    mp->settling = false;
+}
+
+/* Takes the answers that came for the chunk in flight without waiting,
+ * so that its lease is not extended after a saver accepted it. */
+static void poll_answers(mapper *mp)
+{
+    natsMsg *ack = NULL;
+    natsStatus s;
+    while (mp->fl.active && ((s = natsSubscription_NextMsg(&ack, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS)) {
+        flight_answer(mp, s, ack);
+        ack = NULL;
     }
 }
 
@@ -352,6 +401,7 @@ static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk
     if (sl_stop_requested())
         return STOPPED;
     inflight *f = &mp->fl;
+    mp->cur = NULL; /* from now on kept alive as the chunk in flight */
     f->active = true;
     f->sent = false;
     f->l = *l;
@@ -360,6 +410,7 @@ static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk
     f->body = body;
     f->count = count;
     f->ndead = ndead;
+    f->deadline = 0;
     if (publish_mapped(mp) == SL_OK) {
         f->sent = true;
         f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
@@ -602,7 +653,9 @@ int sl_mapper_main(const sl_config *cfg)
             said_done = false;
             if (read_lease(reply, &l, why, sizeof why)) {
                 sl_metric_set(mp.m_busy, 1);
+                mp.cur = &l;
                 process(&mp, reply, &l);
+                mp.cur = NULL;
                 sl_metric_set(mp.m_busy, 0);
             }
             else {

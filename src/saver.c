@@ -77,7 +77,7 @@ static void bad(saver *s, natsMsg *m, const char *reason, const char *detail)
 }
 
 /* Answers the mapper that sent a chunk, if it asked (P.mapped's reply
- * subject): status saved or released, naming the chunk and attempt so a
+ * subject): status accepted or released, naming the chunk and attempt so a
  * late answer to an earlier send cannot be taken for this one. */
 static void answer(saver *s, batched *b, const char *status)
 {
