@@ -1,0 +1,143 @@
+/* test_jscan.c - the fast paths against jansson: the same bytes out where
+ * they answer, a fall back to jansson wherever there is doubt. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "jscan.h"
+#include "source_gen.h"
+#include "test.h"
+#include "transform.h"
+
+/* fullname through jansson, as chunk.c's slow path does it. */
+static char *slow_fullname(const char *data, size_t len, long long *n)
+{
+    sl_transform *tf = NULL;
+    CHECK(sl_transform_open(&tf, "fullname") == SL_OK);
+    json_t *in = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+    CHECK(json_is_array(in));
+    json_t *outs = json_array(), *obj;
+    size_t i;
+    json_array_foreach(in, i, obj) CHECK(sl_transform_apply(tf, obj, outs) == SL_OK);
+    *n = (long long)json_array_size(outs);
+    char *s = json_dumps(outs, JSON_COMPACT);
+    json_decref(outs);
+    json_decref(in);
+    sl_transform_destroy(tf);
+    return s;
+}
+
+SL_TEST(jscan_fullname_equals_jansson_on_the_generator, 20)
+{
+    sl_buf chunk = SL_BUF_INIT, fast = SL_BUF_INIT;
+    for (int64_t c = 0; c < 200; c++) {
+        sl_buf_reset(&chunk);
+        sl_buf_reset(&fast);
+        int64_t len = c == 199 ? 7 : 100;
+        sl_gen_users(3, c, c * 100, len, &chunk);
+        long long n = -1, want_n = -1;
+        CHECK_MSG(sl_jscan_fullname(chunk.data, chunk.len, NULL, NULL, &fast, &n) == SL_JSCAN_OK,
+                  "chunk %lld fell back", (long long)c);
+        char *want = slow_fullname(chunk.data, chunk.len, &want_n);
+        CHECK_INT(n, ==, want_n);
+        CHECK_STR(fast.data, want);
+        free(want);
+    }
+    sl_buf_free(&chunk);
+    sl_buf_free(&fast);
+}
+
+static sl_jscan_result fullname_of(const char *text)
+{
+    sl_buf out = SL_BUF_INIT;
+    long long n;
+    sl_jscan_result r = sl_jscan_fullname(text, strlen(text), NULL, NULL, &out, &n);
+    if (r == SL_JSCAN_OK) {
+        long long want_n;
+        char *want = slow_fullname(text, strlen(text), &want_n);
+        CHECK_STR(out.data, want);
+        CHECK_INT(n, ==, want_n);
+        free(want);
+    }
+    sl_buf_free(&out);
+    return r;
+}
+
+SL_TEST(jscan_fullname_falls_back_on_doubt, 5)
+{
+    /* Handled: spacing, other members of any kind, empty array. */
+    CHECK_INT(fullname_of(" [ {\"uuid\":\"u\",\"fn\":\"\",\"ln\":\"L\",\"x\":[1,2.5e-3,true,null,{\"y\":\"\\n\"}]} ] "),
+              ==, SL_JSCAN_OK);
+    CHECK_INT(fullname_of("[]"), ==, SL_JSCAN_OK);
+    /* Invalid JSON, or what jansson refuses, or fullname refuses. */
+    const char *fb[] = {
+        "", "[", "[{}", "{}", "[1]", "[{\"uuid\":\"u\",\"fn\":\"a\"}]",          /* no ln */
+        "[{\"uuid\":\"\",\"fn\":\"a\",\"ln\":\"b\"}]",                          /* empty uuid */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"fn\":\"c\"}]",            /* duplicate key */
+        "[{\"uuid\":\"u\",\"fn\":\"a\\u00e9\",\"ln\":\"b\"}]",                  /* escaped value */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":\"\\u0000\"}]",       /* NUL */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":\"\\ud800\"}]",       /* lone surrogate */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":12345678901234567890}]", /* beyond int64 */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":1e400}]",             /* overflows */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":01}]",                 /* leading zero */
+        "[{\"uuid\":\"u\",\"fn\":\"\xc0\xaf\",\"ln\":\"b\"}]",                   /* overlong UTF-8 */
+        "[{\"uuid\":\"u\",\"fn\":\"a\tb\",\"ln\":\"b\"}]",                       /* raw control char */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}] x",                        /* trailing data */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"},]",                         /* trailing comma */
+    };
+    for (size_t i = 0; i < sizeof fb / sizeof fb[0]; i++)
+        CHECK_MSG(fullname_of(fb[i]) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
+    /* Nesting deeper than the scanner goes is jansson's to judge. */
+    sl_buf deep = SL_BUF_INIT;
+    sl_buf_puts(&deep, "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":");
+    for (int i = 0; i < 300; i++)
+        sl_buf_putc(&deep, '[');
+    for (int i = 0; i < 300; i++)
+        sl_buf_putc(&deep, ']');
+    sl_buf_puts(&deep, "}]");
+    CHECK_INT(fullname_of(deep.data), ==, SL_JSCAN_FALLBACK);
+    sl_buf_free(&deep);
+}
+
+static sl_jscan_result objects_of(const char *text, size_t want_n)
+{
+    sl_jscan_obj *items = NULL;
+    size_t n = 0;
+    sl_jscan_result r = sl_jscan_objects(text, strlen(text), "id", &items, &n);
+    if (r == SL_JSCAN_OK) {
+        CHECK_INT(n, ==, want_n);
+        json_t *in = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        CHECK(json_is_array(in));
+        for (size_t i = 0; i < n; i++) {
+            char *doc = json_dumps(json_array_get(in, i), JSON_COMPACT);
+            CHECK_INT(strlen(doc), ==, items[i].doclen);
+            CHECK(!memcmp(doc, items[i].doc, items[i].doclen));
+            const char *id = json_string_value(json_object_get(json_array_get(in, i), "id"));
+            CHECK(id && strlen(id) == items[i].idlen && !memcmp(id, items[i].id, items[i].idlen));
+            free(doc);
+        }
+        json_decref(in);
+    }
+    free(items);
+    return r;
+}
+
+SL_TEST(jscan_objects_stores_only_canonical_docs, 5)
+{
+    CHECK_INT(objects_of("[{\"id\":\"a\",\"n\":-5,\"v\":[true,null,{\"q\":\"x\\\"y\\\\z\"}]},{\"id\":\"b\"}]", 2), ==,
+              SL_JSCAN_OK);
+    CHECK_INT(objects_of(" [ {\"id\":\"a\"} ,\n{\"id\":\"b\"} ] ", 2), ==, SL_JSCAN_OK); /* space between: fine */
+    CHECK_INT(objects_of("[]", 0), ==, SL_JSCAN_OK);
+    const char *fb[] = {
+        "[{\"id\": \"a\"}]",            /* space inside: json_dumps would not write it */
+        "[{\"id\":\"a\",\"x\":1.5}]",   /* a real: printed %.17g */
+        "[{\"id\":\"a\",\"x\":-0}]",    /* -0 is printed 0 */
+        "[{\"id\":\"a\",\"x\":\"\\/\"}]", /* an escape json_dumps does not write */
+        "[{\"id\":\"a\",\"x\":\"\\u00e9\"}]",
+        "[{\"id\":7}]",                 /* integer id: jansson's path */
+        "[{\"id\":\"\"}]", "[{\"x\":1}]", "[1]", "[{\"id\":\"a\",\"id\":\"b\"}]", "nope",
+    };
+    for (size_t i = 0; i < sizeof fb / sizeof fb[0]; i++)
+        CHECK_MSG(objects_of(fb[i], 0) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
+}
