@@ -620,7 +620,9 @@ int sl_mapper_main(const sl_config *cfg)
     sl_info("mapper started", "job=%s transform=%s worker=%s work_ms=%" PRId64 " cpu_work_ms=%" PRId64, cfg->job,
             sl_log_q(cfg->transform), mp.worker, cfg->work_ms, cfg->cpu_work_ms);
 
-    int64_t backoff = 50;
+    /* Short at first: at start-up the fetcher is often a few tens of ms
+     * behind the mappers, and every ms a mapper sleeps is lost work. */
+    int64_t backoff = 10;
     bool said_waiting = false, said_done = false;
     while (!sl_stop_requested()) {
         natsMsg *reply = NULL;
@@ -636,10 +638,10 @@ int sl_mapper_main(const sl_config *cfg)
                 sl_info("waiting for the fetcher", "reason=%s", sl_log_q(sl_errmsg()));
             said_waiting = true;
             sl_stop_sleep(backoff);
-            backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
+            backoff = backoff * 3 / 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 3 / 2;
             continue;
         }
-        backoff = 50;
+        backoff = 10;
         said_waiting = false;
         const char *status = sl_msg_str(reply, SL_H_STATUS);
         int64_t retry = 100;

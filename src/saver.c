@@ -6,8 +6,8 @@
  * no-op. A failed commit confirms nothing.
  *
  * Group commit: a transaction stays open for --group-commit-ms (or until it
- * holds MAX_BATCH_CHUNKS chunks or MAX_BATCH_OBJECTS objects) and takes
- * every chunk that arrives meanwhile, so one commit - one fsync, and one
+ * holds MAX_BATCH_CHUNKS chunks or MAX_BATCH_OBJECTS objects, or no chunk
+ * came for IDLE_COMMIT_MS) and takes every chunk that arrives meanwhile, so one commit - one fsync, and one
  * write of each page the upserts touch - serves many chunks. Every chunk of
  * a batch is confirmed to the fetcher only after the commit that holds it.
  * The mapper that sent a chunk is answered as soon as the chunk is written
@@ -37,6 +37,11 @@
 #define MAX_BATCH_OBJECTS 100000
 /* How often the main loop looks for a transaction due to commit. */
 #define COMMIT_TICK_MS 2
+/* A transaction that took no chunk for this long commits before it is
+ * due: the chunks have stopped coming (the end of a job, a pause), and
+ * waiting longer only delays their confirmation. Under load chunks come
+ * far more often than this, and batches stay whole. */
+#define IDLE_COMMIT_MS 5
 
 /* A chunk written in the open transaction, awaiting its commit. */
 typedef struct {
@@ -61,6 +66,7 @@ typedef struct {
     int64_t batch_objects;
     double batch_t0;
     int64_t batch_due_ms; /* commit it then */
+    int64_t last_put_ms;  /* when a chunk last joined it */
     sl_telemetry tel;
     sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready, *m_commits;
     sl_metric *bad_header, *bad_body;
@@ -214,6 +220,7 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     s->batch[s->nbatch++] = (batched){chunk, attempt, saved, dead + saved_dead, saved_dead, sl_xstrdup(token),
                                       reply && reply[0] ? sl_xstrdup(reply) : NULL};
     s->batch_objects += saved > 0 ? saved : 0;
+    s->last_put_ms = sl_now_ms();
     if (saved >= 0)
         answer(s, &s->batch[s->nbatch - 1], SL_STATUS_ACCEPTED);
     if (saved < 0 || s->nbatch >= MAX_BATCH_CHUNKS || s->batch_objects >= MAX_BATCH_OBJECTS ||
@@ -359,7 +366,7 @@ int sl_saver_main(const sl_config *cfg)
     int64_t next_outage_check = 0;
     while (!sl_stop_sleep(COMMIT_TICK_MS)) {
         pthread_mutex_lock(&s.mu);
-        if (s.nbatch && sl_now_ms() >= s.batch_due_ms)
+        if (s.nbatch && (sl_now_ms() >= s.batch_due_ms || sl_now_ms() - s.last_put_ms >= IDLE_COMMIT_MS))
             end_batch(&s, true);
         pthread_mutex_unlock(&s.mu);
         if (sl_now_ms() < next_outage_check)
