@@ -4,6 +4,9 @@
 
 CC      ?= cc
 BUILD   ?= build
+# Compiling is spread over the machine's cores (the tests themselves run
+# one at a time: many of them measure time).
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 PKGS    := libnats jansson sqlite3 libmicrohttpd libcurl libpq zlib
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
@@ -76,7 +79,7 @@ test-deps:
 # The reference job: 100,000 generated users through the pipeline into
 # sluice.db, starting over each time (--fresh).
 run: deps
-	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory -j$(JOBS) all
 	$(BUILD)/sluice run --fresh
 
 # The whole suite, the Kubernetes manifests' tests, a few seconds of each
@@ -94,12 +97,12 @@ test-k8s: test-deps $(BUILD)/sluice
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) bash tests/k8s/run.sh
 
 test-plain: test-deps
-	$(MAKE) --no-print-directory $(BUILD)/sluice $(BUILD)/sluice-test
+	$(MAKE) --no-print-directory -j$(JOBS) $(BUILD)/sluice $(BUILD)/sluice-test
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_SRCDIR=$(CURDIR) $(BUILD)/sluice-test $(T)
 
 # The suite built with -fsanitize=address,undefined, in build-asan/.
 test-asan: test-deps
-	$(MAKE) --no-print-directory BUILD=build-asan \
+	$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/sluice build-asan/sluice-test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

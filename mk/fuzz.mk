@@ -46,7 +46,7 @@ fuzz-deps valgrind-deps:
 	fi
 
 fuzz-build: deps fuzz-deps
-	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
+	$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
 	  WARN="$(FUZZ_WARN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
 
 # Runs every target for $(1) seconds; prints one summary line per target
