@@ -105,7 +105,7 @@ test-asan: test-deps
 	$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/sluice build-asan/sluice-test
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 SLUICE_TEST_SANITIZED=1 \
 	  SLUICE_BIN=$(abspath build-asan/sluice) SLUICE_SRCDIR=$(CURDIR) build-asan/sluice-test $(T)
 
 # Targets of their own (fuzzing, chaos) live in mk/*.mk.
