@@ -291,8 +291,15 @@ static child *add_child(launcher *ln, kind k, const char *name)
     snprintf(c->name, sizeof c->name, "%s", name);
     c->kind = k;
     c->fd = -1;
-    if (k != K_NATS)
+    /* The kernel may offer a probed port again before the child it went to
+     * has bound it: never give two children the same one (the second
+     * would fail to listen, and fail again on every restart). */
+    for (bool taken = k != K_NATS; taken;) {
         c->http_port = free_port();
+        taken = c->http_port && (c->http_port == ln->nats_port || c->http_port == ln->monitor_port);
+        for (int i = 0; i < ln->nkids - 1 && c->http_port && !taken; i++)
+            taken = ln->kids[i].http_port == c->http_port;
+    }
     return c;
 }
 

@@ -26,7 +26,7 @@ const JOB_OBJECTS = '2000';
 const COMPLETE_WITHIN_MS = 60_000;
 const MAX_PROCESSES_PER_DEPLOYMENT = 10;
 
-function freePort() {
+function probePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -36,6 +36,20 @@ function freePort() {
       srv.close(() => resolve(port));
     });
   });
+}
+
+// A port that was free a moment ago and that this run has not handed out
+// yet: the kernel may offer a closed probe's port again before the process
+// it went to has bound it (two mappers once got the same one).
+const handedOut = new Set();
+async function freePort() {
+  for (;;) {
+    const port = await probePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 function canConnect(port) {
