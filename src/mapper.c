@@ -122,15 +122,19 @@ static void keep_alive_one(mapper *mp, lease *l)
 static void poll_answers(mapper *mp);
 
 /* Keeps l, the chunk being mapped and the chunk in flight alive - the
- * last only while no saver has answered for it. */
+ * last only while no saver has answered for it: the answers that came are
+ * read first, and only when its extension is due (this runs after every
+ * object mapped). */
 static void keep_alive(mapper *mp, lease *l)
 {
     keep_alive_one(mp, l);
     if (mp->cur && mp->cur != l)
         keep_alive_one(mp, mp->cur);
-    if (mp->fl.active && !mp->settling)
+    if (!mp->fl.active || l == &mp->fl.l || sl_now_ms() < mp->fl.l.next_progress)
+        return;
+    if (!mp->settling)
         poll_answers(mp);
-    if (mp->fl.active && l != &mp->fl.l)
+    if (mp->fl.active)
         keep_alive_one(mp, &mp->fl.l);
 }
 
