@@ -153,6 +153,38 @@ static bool literal(scanner *s, const char *word, size_t n)
 
 static bool value(scanner *s);
 
+/* The one loop of every container: at its opening bracket, calls one()
+ * for each element (each member of an object) until `close`, allowing no
+ * empty element and no trailing comma, and leaves s after `close`. */
+static bool elements(scanner *s, char close, bool (*one)(scanner *, void *), void *arg)
+{
+    if (++s->depth > MAX_DEPTH)
+        return false;
+    s->p++;
+    ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        s->depth--;
+        return true;
+    }
+    for (;;) {
+        if (!one(s, arg))
+            return false;
+        ws(s);
+        if (s->p >= s->end)
+            return false;
+        if (*s->p == close) {
+            s->p++;
+            s->depth--;
+            return true;
+        }
+        if (*s->p != ',')
+            return false;
+        s->p++;
+        ws(s);
+    }
+}
+
 /* Wanted keys of an object and where their string values are. */
 typedef struct {
     const char *const *names;
@@ -161,88 +193,57 @@ typedef struct {
     int n;
 } wants;
 
-/* At '{'; duplicate keys (jansson refuses them) and escaped keys (it would
- * take decoding to compare them) fall back. */
-static bool object(scanner *s, wants *w)
-{
+/* An object's members so far, and what the caller wants of them. */
+typedef struct {
     sl_jscan_str keys[MAX_KEYS];
-    int nkeys = 0;
-    if (++s->depth > MAX_DEPTH)
+    int nkeys;
+    wants *w;
+} members;
+
+/* One member. Duplicate keys (jansson refuses them) and escaped keys (it
+ * would take decoding to compare them) fall back. */
+static bool member(scanner *s, void *arg)
+{
+    members *m = arg;
+    if (s->p >= s->end || *s->p != '"' || m->nkeys == MAX_KEYS)
+        return false;
+    sl_jscan_str *k = &m->keys[m->nkeys];
+    if (!string(s, k) || k->escaped)
+        return false;
+    for (int j = 0; j < m->nkeys; j++)
+        if (m->keys[j].n == k->n && !memcmp(m->keys[j].p, k->p, k->n))
+            return false;
+    m->nkeys++;
+    ws(s);
+    if (s->p >= s->end || *s->p != ':')
         return false;
     s->p++;
     ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        s->depth--;
+    wants *w = m->w;
+    int want = -1;
+    for (int j = 0; w && j < w->n; j++)
+        if (strlen(w->names[j]) == k->n && !memcmp(w->names[j], k->p, k->n))
+            want = j;
+    if (want >= 0 && s->p < s->end && *s->p == '"') {
+        if (!string(s, &w->vals[want]))
+            return false;
+        w->found[want] = true;
         return true;
     }
-    for (;;) {
-        if (s->p >= s->end || *s->p != '"' || nkeys == MAX_KEYS)
-            return false;
-        sl_jscan_str *k = &keys[nkeys];
-        if (!string(s, k) || k->escaped)
-            return false;
-        for (int j = 0; j < nkeys; j++)
-            if (keys[j].n == k->n && !memcmp(keys[j].p, k->p, k->n))
-                return false;
-        nkeys++;
-        ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return false;
-        s->p++;
-        ws(s);
-        int want = -1;
-        for (int j = 0; w && j < w->n; j++)
-            if (strlen(w->names[j]) == k->n && !memcmp(w->names[j], k->p, k->n))
-                want = j;
-        if (want >= 0 && s->p < s->end && *s->p == '"') {
-            if (!string(s, &w->vals[want]))
-                return false;
-            w->found[want] = true;
-        } else if (!value(s))
-            return false;
-        ws(s);
-        if (s->p >= s->end)
-            return false;
-        if (*s->p == '}') {
-            s->p++;
-            s->depth--;
-            return true;
-        }
-        if (*s->p != ',')
-            return false;
-        s->p++;
-        ws(s);
-    }
+    return value(s);
 }
 
-static bool array(scanner *s)
+/* At '{'. */
+static bool object(scanner *s, wants *w)
 {
-    if (++s->depth > MAX_DEPTH)
-        return false;
-    s->p++;
-    ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        s->depth--;
-        return true;
-    }
-    for (;;) {
-        if (!value(s))
-            return false;
-        ws(s);
-        if (s->p >= s->end)
-            return false;
-        if (*s->p == ']') {
-            s->p++;
-            s->depth--;
-            return true;
-        }
-        if (*s->p != ',')
-            return false;
-        s->p++;
-        ws(s);
-    }
+    members m = {.nkeys = 0, .w = w};
+    return elements(s, '}', member, &m);
+}
+
+static bool any_value(scanner *s, void *arg)
+{
+    (void)arg;
+    return value(s);
 }
 
 static bool value(scanner *s)
@@ -251,7 +252,7 @@ static bool value(scanner *s)
         return false;
     switch (*s->p) {
     case '{': return object(s, NULL);
-    case '[': return array(s);
+    case '[': return elements(s, ']', any_value, NULL);
     case '"': {
         sl_jscan_str ignored;
         return string(s, &ignored);
@@ -266,126 +267,108 @@ static bool value(scanner *s)
     }
 }
 
+/* A whole text that is one array, each element through one(). */
+static bool top_array(const char *data, size_t len, bool (*one)(scanner *, void *), void *arg)
+{
+    scanner s = {data, data + len, 0, false};
+    ws(&s);
+    if (s.p >= s.end || *s.p != '[' || !elements(&s, ']', one, arg))
+        return false;
+    ws(&s);
+    return s.p == s.end;
+}
+
+typedef struct {
+    const char *id_field;
+    sl_jscan_obj *v;
+    size_t n, cap;
+} objects_arg;
+
+/* One mapped object, which must be exactly what json_dumps would write. */
+static bool stored_object(scanner *s, void *arg)
+{
+    objects_arg *a = arg;
+    const char *const names[] = {a->id_field};
+    sl_jscan_str id;
+    bool found = false;
+    wants w = {names, &id, &found, 1};
+    s->noncanon = false;
+    const char *from = s->p;
+    if (s->p >= s->end || *s->p != '{' || !object(s, &w) || s->noncanon)
+        return false;
+    /* A string id, as written (no escapes, not empty). An integer id or
+     * none at all: jansson's path words it. */
+    if (!found || id.escaped || !id.n)
+        return false;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 128;
+        a->v = sl_xrealloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = (sl_jscan_obj){id.p, id.n, from, (size_t)(s->p - from)};
+    return true;
+}
+
 sl_jscan_result sl_jscan_objects(const char *data, size_t len, const char *id_field, sl_jscan_obj **items,
                                  size_t *count)
 {
-    const char *const names[] = {id_field};
-    scanner s = {data, data + len, 0, false};
-    sl_jscan_obj *v = NULL;
-    size_t n = 0, cap = 0;
-    ws(&s);
-    if (s.p >= s.end || *s.p != '[')
-        goto fallback;
-    s.p++;
-    s.depth = 1;
-    ws(&s);
-    bool empty = s.p < s.end && *s.p == ']';
-    if (empty)
-        s.p++;
-    while (!empty) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 128;
-            v = sl_xrealloc(v, cap * sizeof *v);
-        }
-        sl_jscan_obj *o = &v[n];
-        sl_jscan_str id;
-        bool found = false;
-        wants w = {names, &id, &found, 1};
-        s.noncanon = false;
-        const char *from = s.p;
-        if (s.p >= s.end || *s.p != '{' || !object(&s, &w) || s.noncanon)
-            goto fallback;
-        o->doc = from;
-        o->doclen = (size_t)(s.p - from);
-        /* A string id, as written (no escapes, not empty). An integer id
-         * or none at all: jansson's path words it. */
-        if (!found || id.escaped || !id.n)
-            goto fallback;
-        o->id = id.p;
-        o->idlen = id.n;
-        n++;
-        ws(&s);
-        if (s.p >= s.end)
-            goto fallback;
-        if (*s.p == ']') {
-            s.p++;
-            break;
-        }
-        if (*s.p != ',')
-            goto fallback;
-        s.p++;
-        ws(&s);
+    objects_arg a = {id_field, NULL, 0, 0};
+    if (!top_array(data, len, stored_object, &a)) {
+        free(a.v);
+        return SL_JSCAN_FALLBACK;
     }
-    ws(&s);
-    if (s.p != s.end)
-        goto fallback;
-    *items = v;
-    *count = n;
+    *items = a.v;
+    *count = a.n;
     return SL_JSCAN_OK;
-fallback:
-    free(v);
-    return SL_JSCAN_FALLBACK;
+}
+
+typedef struct {
+    void (*each)(void *);
+    void *arg;
+    sl_buf *out;
+    long long n;
+} fullname_arg;
+
+/* One source object, mapped by fullname straight into the output. */
+static bool fullname_object(scanner *s, void *arg)
+{
+    static const char *const names[] = {"uuid", "fn", "ln"};
+    fullname_arg *a = arg;
+    sl_jscan_str v[3];
+    bool found[3] = {false, false, false};
+    wants w = {names, v, found, 3};
+    if (s->p >= s->end || *s->p != '{' || !object(s, &w))
+        return false;
+    /* What fullname refuses (and an escaped value) goes the slow way,
+     * which words the refusal. */
+    for (int j = 0; j < 3; j++)
+        if (!found[j] || v[j].escaped)
+            return false;
+    if (!v[0].n)
+        return false;
+    /* Unescaped, valid UTF-8 with no control character: json_dumps writes
+     * such a string's bytes as they are. */
+    sl_buf *out = a->out;
+    sl_buf_putc(out, a->n ? ',' : '[');
+    sl_buf_puts(out, "{\"id\":\"");
+    sl_buf_append(out, v[0].p, v[0].n);
+    sl_buf_puts(out, "\",\"name\":\"");
+    sl_buf_append(out, v[1].p, v[1].n);
+    sl_buf_putc(out, ' ');
+    sl_buf_append(out, v[2].p, v[2].n);
+    sl_buf_puts(out, "\"}");
+    a->n++;
+    if (a->each)
+        a->each(a->arg);
+    return true;
 }
 
 sl_jscan_result sl_jscan_fullname(const char *data, size_t len, void (*each)(void *), void *arg, sl_buf *out,
                                   long long *count)
 {
-    static const char *const names[] = {"uuid", "fn", "ln"};
-    scanner s = {data, data + len, 0, false};
-    long long n = 0;
-    ws(&s);
-    if (s.p >= s.end || *s.p != '[')
+    fullname_arg a = {each, arg, out, 0};
+    if (!top_array(data, len, fullname_object, &a))
         return SL_JSCAN_FALLBACK;
-    s.p++;
-    s.depth = 1;
-    sl_buf_putc(out, '[');
-    ws(&s);
-    bool empty = s.p < s.end && *s.p == ']';
-    if (empty)
-        s.p++;
-    while (!empty) {
-        sl_jscan_str v[3];
-        bool found[3] = {false, false, false};
-        wants w = {names, v, found, 3};
-        if (s.p >= s.end || *s.p != '{' || !object(&s, &w))
-            return SL_JSCAN_FALLBACK;
-        /* What fullname refuses (and an escaped value) goes the slow way,
-         * which words the refusal. */
-        for (int j = 0; j < 3; j++)
-            if (!found[j] || v[j].escaped)
-                return SL_JSCAN_FALLBACK;
-        if (!v[0].n)
-            return SL_JSCAN_FALLBACK;
-        /* Unescaped, valid UTF-8 with no control character: json_dumps
-         * writes such a string's bytes as they are. */
-        if (n)
-            sl_buf_putc(out, ',');
-        sl_buf_puts(out, "{\"id\":\"");
-        sl_buf_append(out, v[0].p, v[0].n);
-        sl_buf_puts(out, "\",\"name\":\"");
-        sl_buf_append(out, v[1].p, v[1].n);
-        sl_buf_putc(out, ' ');
-        sl_buf_append(out, v[2].p, v[2].n);
-        sl_buf_puts(out, "\"}");
-        n++;
-        if (each)
-            each(arg);
-        ws(&s);
-        if (s.p >= s.end)
-            return SL_JSCAN_FALLBACK;
-        if (*s.p == ']') {
-            s.p++;
-            break;
-        }
-        if (*s.p != ',')
-            return SL_JSCAN_FALLBACK;
-        s.p++;
-        ws(&s);
-    }
-    ws(&s);
-    if (s.p != s.end)
-        return SL_JSCAN_FALLBACK;
-    sl_buf_putc(out, ']');
-    *count = n;
+    sl_buf_puts(out, a.n ? "]" : "[]");
+    *count = a.n;
     return SL_JSCAN_OK;
 }
