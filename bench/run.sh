@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            overhead (and the limit), latency, recovery, scaling
 #   bench/run.sh --large    the large job (BENCH_LARGE_OBJECTS, 10,000,000)
+#   bench/run.sh SECTION    one of overhead, latency, recovery, scaling alone
 #
 # Every figure is printed in one table with its target and PASS or MISS;
 # the raw numbers go to bench/results/*.csv, the scaling chart to
@@ -359,7 +360,13 @@ main)
     large
     name=summary-large
     ;;
-*) die "usage: bench/run.sh [--large]" ;;
+overhead | latency | recovery | scaling)
+    # One section alone, for working on one figure.
+    [ "$MODE" != overhead ] || [ -x "$LIMIT" ] || die "no $LIMIT (make build/bench-limit)"
+    "$MODE"
+    name=summary-$MODE
+    ;;
+*) die "usage: bench/run.sh [--large | overhead | latency | recovery | scaling]" ;;
 esac
 {
     echo "sluice bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg), $(( ($(now_ms) - STARTED) / 1000 )) s"

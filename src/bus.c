@@ -147,6 +147,7 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
     natsOptions_SetName(o, name);
     /* Without SendAsap every request waits for nats.c's flusher (~1 ms). */
     natsOptions_SetSendAsap(o, true);
+    natsOptions_SetIOBufSize(o, 256 * 1024);
     natsOptions_SetTimeout(o, cfg->connect_timeout_ms);
     natsOptions_SetAllowReconnect(o, true);
     natsOptions_SetMaxReconnect(o, -1);

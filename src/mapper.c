@@ -39,6 +39,11 @@
 #define SAVE_ACK_TIMEOUT_MS 5000
 #define MAX_BACKOFF_MS 1000
 #define REDELIVER_MS 200
+/* After "no responders" a chunk is sent again after this pause, growing by
+ * half each time up to REDELIVER_MS: a saver that is still starting (run
+ * starts every role at once) is found within milliseconds, and one that is
+ * gone is not asked hundreds of times a second. */
+#define FIRST_REDELIVER_MS 5
 
 /* sluice_dispatch_seconds: a round trip through NATS to the fetcher and
  * back is a fraction of a millisecond, hence buckets finer than
@@ -65,6 +70,7 @@ typedef struct {
     char *body;
     int64_t count, ndead;
     int64_t deadline; /* send again if no answer by then */
+    int64_t pause_ms; /* the next pause after "no responders" */
 } inflight;
 
 typedef struct {
@@ -265,7 +271,8 @@ static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
     if (s == NATS_NO_RESPONDERS) {
         natsMsg_Destroy(ack);
         f->sent = false;
-        f->deadline = sl_now_ms() + REDELIVER_MS; /* publish again then */
+        f->deadline = sl_now_ms() + f->pause_ms; /* publish again then */
+        f->pause_ms = f->pause_ms * 3 / 2 > REDELIVER_MS ? REDELIVER_MS : f->pause_ms * 3 / 2;
         return false;
     }
     /* Only the answer about this chunk and attempt counts. */
@@ -415,6 +422,7 @@ static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk
     f->count = count;
     f->ndead = ndead;
     f->deadline = 0;
+    f->pause_ms = FIRST_REDELIVER_MS;
     if (publish_mapped(mp) == SL_OK) {
         f->sent = true;
         f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
