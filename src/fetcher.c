@@ -310,36 +310,70 @@ static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
     natsMsg_Destroy(m);
 }
 
-static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+/* One chunk confirmed by a saver (m carries it, alone or in a batch):
+ * DONE unless it names a chunk outside the job or a token never issued,
+ * which is counted and ignored. */
+static void saved_one(fetcher *f, natsMsg *m, const sl_saved_entry *e)
 {
-    (void)nc, (void)sub;
-    fetcher *f = closure;
-    int64_t chunk, count = 0, dead = 0;
-    const char *token;
-    if (!chunk_and_token(f, m, &chunk, &token))
-        goto out;
-    if (sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &count) != SL_OK) {
-        count_bad(f, BAD_HEADER, m, sl_errmsg());
-        goto out;
-    }
-    sl_status st = sl_msg_int(m, SL_H_DEAD, 0, INT32_MAX, &dead);
-    if (st != SL_OK && st != SL_ENOTFOUND) {
-        count_bad(f, BAD_HEADER, m, sl_errmsg());
-        goto out;
+    if (e->chunk >= sl_source_chunks(f->src)) {
+        count_bad(f, BAD_HEADER, m, "Sluice-Chunk out of range");
+        return;
     }
     bool first = false;
     pthread_mutex_lock(&f->mu);
-    st = sl_ledger_saved(f->ledger, chunk, token, count, dead, &first);
+    sl_status st = sl_ledger_saved(f->ledger, e->chunk, e->token, e->count, e->dead, &first);
     bool first_here = st == SL_OK && !f->first_saved;
     f->first_saved = f->first_saved || st == SL_OK;
     pthread_mutex_unlock(&f->mu);
     /* How long the pipeline took to fill: the benchmark reads this line. */
     if (first_here)
-        sl_info("first chunk saved", "chunk=%" PRId64 " after_ms=%" PRId64, chunk, sl_now_ms() - f->started_ms);
+        sl_info("first chunk saved", "chunk=%" PRId64 " after_ms=%" PRId64, e->chunk, sl_now_ms() - f->started_ms);
     if (st != SL_OK)
         count_bad(f, BAD_UNKNOWN_LEASE, m, sl_errmsg());
     else
-        sl_debug(first ? "chunk done" : "chunk saved again", "chunk=%" PRId64 " count=%" PRId64, chunk, count);
+        sl_debug(first ? "chunk done" : "chunk saved again", "chunk=%" PRId64 " count=%" PRId64, e->chunk, e->count);
+}
+
+/* P.saved: one chunk in headers, or the batch form (Sluice-Chunks and one
+ * line per chunk in the body) with which a saver confirms a whole commit. */
+static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    fetcher *f = closure;
+    sl_saved_entry e = {0};
+    int64_t lines;
+    sl_status st = sl_msg_int(m, SL_H_CHUNKS, 1, SL_SAVED_BATCH_MAX, &lines);
+    if (st == SL_OK && !sl_msg_str(m, SL_H_CHUNK)) {
+        const char *p = natsMsg_GetData(m), *end = p + natsMsg_GetDataLength(m);
+        int64_t k = 0;
+        for (; k < lines && p < end; k++) {
+            if (sl_proto_saved_next(&p, end, &e) != SL_OK)
+                count_bad(f, BAD_HEADER, m, sl_errmsg());
+            else
+                saved_one(f, m, &e);
+        }
+        if (k < lines || p < end)
+            count_bad(f, BAD_HEADER, m, "the body does not hold Sluice-Chunks lines");
+        goto out;
+    }
+    if (st != SL_ENOTFOUND && !sl_msg_str(m, SL_H_CHUNK)) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        goto out;
+    }
+    const char *token;
+    if (!chunk_and_token(f, m, &e.chunk, &token))
+        goto out;
+    snprintf(e.token, sizeof e.token, "%s", token);
+    if (sl_msg_int(m, SL_H_COUNT, 0, INT32_MAX, &e.count) != SL_OK) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        goto out;
+    }
+    st = sl_msg_int(m, SL_H_DEAD, 0, INT32_MAX, &e.dead);
+    if (st != SL_OK && st != SL_ENOTFOUND) {
+        count_bad(f, BAD_HEADER, m, sl_errmsg());
+        goto out;
+    }
+    saved_one(f, m, &e);
 out:
     natsMsg_Destroy(m);
 }

@@ -4,6 +4,7 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,20 +53,79 @@ const char *sl_msg_str(natsMsg *m, const char *key)
     return v;
 }
 
+/* A plain decimal integer (an optional '-', digits; no spaces, signs or
+ * hex) of n bytes at v, in [min, max]. */
+static bool parse_int(const char *v, size_t n, int64_t min, int64_t max, int64_t *out)
+{
+    size_t i = n && v[0] == '-';
+    if (i == n || n > 20)
+        return false;
+    uint64_t x = 0, limit = i ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (size_t k = i; k < n; k++) {
+        if (v[k] < '0' || v[k] > '9')
+            return false;
+        unsigned d = (unsigned)(v[k] - '0');
+        if (x > (limit - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    int64_t val = i ? (x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x) : (int64_t)x;
+    if (val < min || val > max)
+        return false;
+    *out = val;
+    return true;
+}
+
 sl_status sl_msg_int(natsMsg *m, const char *key, int64_t min, int64_t max, int64_t *out)
 {
     const char *v = sl_msg_str(m, key);
     if (!v)
         return sl_fail(SL_ENOTFOUND, "header %s missing", key);
-    /* Only plain decimal digits: no sign games, spaces or hex. */
-    const char *p = v[0] == '-' ? v + 1 : v;
-    if (!*p || strlen(v) > 20 || strspn(p, "0123456789") != strlen(p))
+    int64_t n;
+    if (!parse_int(v, strlen(v), INT64_MIN, INT64_MAX, &n))
         return sl_fail(SL_EINVAL, "header %s is not an integer", key);
-    errno = 0;
-    long long n = strtoll(v, NULL, 10);
-    if (errno == ERANGE || n < min || n > max)
+    if (n < min || n > max)
         return sl_fail(SL_EINVAL, "header %s out of range", key);
     *out = n;
+    return SL_OK;
+}
+
+void sl_proto_saved_append(sl_buf *body, const sl_saved_entry *e)
+{
+    sl_buf_printf(body, "%" PRId64 " %s %" PRId64 " %" PRId64 "\n", e->chunk, e->token, e->count, e->dead);
+}
+
+sl_status sl_proto_saved_next(const char **p, const char *end, sl_saved_entry *e)
+{
+    const char *line = *p, *nl = memchr(line, '\n', (size_t)(end - line));
+    const char *stop = nl ? nl : end;
+    *p = nl ? nl + 1 : end;
+    static const char *const names[4] = {"chunk", "lease", "count", "dead"};
+    const char *f = line;
+    for (int k = 0; k < 4; k++) {
+        const char *sp = k < 3 ? memchr(f, ' ', (size_t)(stop - f)) : NULL;
+        const char *fe = sp ? sp : stop;
+        if (k < 3 && !sp)
+            return sl_fail(SL_EINVAL, "batch line has fewer than 4 fields");
+        size_t n = (size_t)(fe - f);
+        bool ok;
+        if (k == 1) {
+            ok = n == SL_LEASE_LEN;
+            if (ok) {
+                memcpy(e->token, f, n);
+                e->token[n] = '\0';
+                ok = sl_proto_token_ok(e->token);
+            }
+        } else {
+            int64_t *dst = k == 0 ? &e->chunk : k == 2 ? &e->count : &e->dead;
+            ok = parse_int(f, n, 0, k == 0 ? INT64_MAX : INT32_MAX, dst);
+        }
+        if (!ok)
+            return sl_fail(SL_EINVAL, "batch line: %s is malformed", names[k]);
+        f = fe + 1;
+    }
+    if (!nl)
+        return sl_fail(SL_EINVAL, "batch line does not end with a newline");
     return SL_OK;
 }
 

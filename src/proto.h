@@ -12,6 +12,7 @@
 
 #include <nats/nats.h>
 
+#include "buf.h"
 #include "status.h"
 
 typedef enum {
@@ -39,6 +40,10 @@ typedef enum {
 #define SL_H_DEAD "Sluice-Dead"
 #define SL_H_OBJECT "Sluice-Object"
 #define SL_H_REASON "Sluice-Reason"
+/* On P.saved in its batch form: how many lines the body holds. */
+#define SL_H_CHUNKS "Sluice-Chunks"
+/* Most lines in one batch P.saved. */
+#define SL_SAVED_BATCH_MAX 100000
 /* On a chunk reply (and a fetcher's P.dead): the body is one JSON text per
  * line, line k being Sluice-Unit number Sluice-First+k of the source.
  * Absent: the body is a JSON array. */
@@ -91,5 +96,19 @@ const char *sl_msg_str(natsMsg *m, const char *key);
 
 /* True if s is a well-formed lease token (SL_LEASE_LEN lowercase hex). */
 int sl_proto_token_ok(const char *s);
+
+/* P.saved in its batch form: a saver confirms every chunk of one commit in
+ * one message, header Sluice-Chunks: N and a body of N lines
+ * "CHUNK LEASE COUNT DEAD\n" - the values of the single form's
+ * Sluice-Chunk, Sluice-Lease, Sluice-Count and Sluice-Dead. */
+typedef struct {
+    int64_t chunk, count, dead;
+    char token[SL_LEASE_LEN + 1];
+} sl_saved_entry;
+/* Appends the line for one chunk to body. */
+void sl_proto_saved_append(sl_buf *body, const sl_saved_entry *e);
+/* Reads the line at *p (before end) into *e and moves *p past it, also when
+ * the line is malformed (SL_EINVAL, with a message naming the field). */
+sl_status sl_proto_saved_next(const char **p, const char *end, sl_saved_entry *e);
 
 #endif

@@ -113,8 +113,24 @@ static void release(saver *s, batched *b)
     answer(s, b, SL_STATUS_RELEASED);
 }
 
-/* Ends the open transaction: commits (ok) or rolls back, then confirms or
- * releases every chunk it held. Called with mu held. */
+/* Room left for headers when a batch of confirmations is sized. */
+#define CONFIRM_ROOM 1024
+
+/* Publishes one P.saved confirming the chunks whose lines are in body
+ * (the batch form, docs/PROTOCOL.md §4.5), and empties body. */
+static void confirm(saver *s, sl_buf *body, int lines)
+{
+    natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, body->data, body->len);
+    sl_msg_set_int(c, SL_H_CHUNKS, lines);
+    if (sl_bus_publish(s->bus, c) != SL_OK)
+        sl_warn("confirmation not sent", "chunks=%d error=%s", lines, sl_log_q(sl_errmsg()));
+    natsMsg_Destroy(c);
+    sl_buf_reset(body);
+}
+
+/* Ends the open transaction: commits (ok) or rolls back, then confirms
+ * (one P.saved for all its chunks) or releases every chunk it held. Called
+ * with mu held. */
 static void end_batch(saver *s, bool ok)
 {
     if (!s->nbatch)
@@ -132,6 +148,8 @@ static void end_batch(saver *s, bool ok)
     }
     s->sink_ok = st == SL_OK;
     sl_metric_set(s->m_ready, s->sink_ok);
+    sl_buf body = SL_BUF_INIT;
+    int lines = 0;
     for (int k = 0; k < s->nbatch; k++) {
         batched *b = &s->batch[k];
         if (st != SL_OK) {
@@ -143,19 +161,26 @@ static void end_batch(saver *s, bool ok)
             sl_metric_inc(s->m_chunks);
             sl_metric_add(s->m_objects, (double)b->saved);
             sl_metric_add(s->m_dead, (double)b->saver_dead);
-            natsMsg *c = sl_msg_new(sl_bus_subject(s->bus, SL_SUBJ_SAVED), NULL, NULL, 0);
-            sl_msg_set_int(c, SL_H_CHUNK, b->chunk);
-            sl_msg_set(c, SL_H_LEASE, b->token);
-            sl_msg_set_int(c, SL_H_COUNT, b->saved);
-            sl_msg_set_int(c, SL_H_DEAD, b->dead);
-            if (sl_bus_publish(s->bus, c) != SL_OK)
-                sl_warn("confirmation not sent", "chunk=%" PRId64 " error=%s", b->chunk, sl_log_q(sl_errmsg()));
-            natsMsg_Destroy(c);
+            sl_saved_entry e = {.chunk = b->chunk, .count = b->saved, .dead = b->dead};
+            snprintf(e.token, sizeof e.token, "%s", b->token);
+            size_t before = body.len;
+            sl_proto_saved_append(&body, &e);
+            /* A batch never outgrows what the server accepts. */
+            if (lines && (int64_t)body.len > sl_bus_max_payload(s->bus) - CONFIRM_ROOM) {
+                body.len = before;
+                confirm(s, &body, lines);
+                lines = 0;
+                sl_proto_saved_append(&body, &e);
+            }
+            lines++;
             sl_debug("chunk saved", "chunk=%" PRId64 " count=%" PRId64, b->chunk, b->saved);
         }
         free(b->token);
         free(b->reply);
     }
+    if (lines)
+        confirm(s, &body, lines);
+    sl_buf_free(&body);
     s->nbatch = 0;
     s->batch_objects = 0;
 }

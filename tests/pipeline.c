@@ -37,6 +37,16 @@ void tp_publish(natsConnection *nc, const char *subj, const char *body, ...)
     natsMsg_Destroy(m);
 }
 
+void tp_saved_one(natsMsg *m, sl_saved_entry *e)
+{
+    const char *n = NULL;
+    natsMsgHeader_Get(m, SL_H_CHUNKS, &n);
+    CHECK_MSG(n && !strcmp(n, "1"), "P.saved with Sluice-Chunks %s, not one chunk", n ? n : "(none)");
+    const char *p = natsMsg_GetData(m), *end = p + natsMsg_GetDataLength(m);
+    CHECK_MSG(sl_proto_saved_next(&p, end, e) == SL_OK, "P.saved body: %s", sl_errmsg());
+    CHECK_MSG(p == end, "P.saved body holds more than its line");
+}
+
 json_t *tp_status(natsConnection *nc)
 {
     natsMsg *r = NULL;

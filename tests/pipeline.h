@@ -10,12 +10,17 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "proto.h"
 
 /* A connection of the test's own to url; fails the test if it cannot. */
 natsConnection *tp_connect(const char *url);
 
 /* Publishes subj with header pairs (key, value, ..., NULL) and a body. */
 void tp_publish(natsConnection *nc, const char *subj, const char *body, ...);
+
+/* The one chunk a saver's P.saved confirms (the batch form with a single
+ * line; the test fails on any other shape). */
+void tp_saved_one(natsMsg *m, sl_saved_entry *e);
 
 /* Requests P.status of job "default" and returns the parsed answer (caller
  * json_decref's), or NULL when no fetcher answers within 1 s. */

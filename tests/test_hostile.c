@@ -792,13 +792,11 @@ static void mapper_rows(world *w, fake_fetcher *ff, role_bad *mp)
         serve(ff, &r);
         natsMsg *m = NULL;
         CHECK_MSG(natsSubscription_NextMsg(&m, saved, 20000) == NATS_OK, "row \"%s\": no P.saved", r.what);
-        const char *v = NULL;
-        natsMsgHeader_Get(m, SL_H_CHUNK, &v);
-        CHECK_STR(v, c);
-        natsMsgHeader_Get(m, SL_H_COUNT, &v);
-        CHECK_MSG(v && !strcmp(v, good_bodies[i].count), "row \"%s\": Sluice-Count %s", r.what, v ? v : "-");
-        natsMsgHeader_Get(m, SL_H_DEAD, &v);
-        CHECK_MSG(v && !strcmp(v, good_bodies[i].dead), "row \"%s\": Sluice-Dead %s", r.what, v ? v : "-");
+        sl_saved_entry e;
+        tp_saved_one(m, &e);
+        CHECK_INT(e.chunk, ==, 200 + (int)i);
+        CHECK_MSG(e.count == atoi(good_bodies[i].count), "row \"%s\": count %lld", r.what, (long long)e.count);
+        CHECK_MSG(e.dead == atoi(good_bodies[i].dead), "row \"%s\": dead %lld", r.what, (long long)e.dead);
         natsMsg_Destroy(m);
         expect_role(mp, "mapper", r.what, NULL);
     }

@@ -281,3 +281,65 @@ SL_TEST(proto_reason_is_one_header_line, 5)
     sl_proto_reason(out, sizeof out, "bad\r\nSluice-Chunk: 7\tx");
     CHECK_STR(out, "bad  Sluice-Chunk: 7 x");
 }
+
+/* The batch form of P.saved: what a saver appends, the fetcher reads back;
+ * a malformed line is refused and skipped without losing the next one. */
+SL_TEST(proto_saved_batch_lines, 5)
+{
+    const char *tok = "0123456789abcdef0123456789abcdef";
+    sl_buf body = SL_BUF_INIT;
+    sl_saved_entry in[3] = {{.chunk = 0, .count = 100, .dead = 0},
+                            {.chunk = INT64_MAX, .count = INT32_MAX, .dead = 7},
+                            {.chunk = 42, .count = 0, .dead = INT32_MAX}};
+    for (int k = 0; k < 3; k++) {
+        snprintf(in[k].token, sizeof in[k].token, "%s", tok);
+        sl_proto_saved_append(&body, &in[k]);
+    }
+    const char *p = body.data, *end = body.data + body.len;
+    for (int k = 0; k < 3; k++) {
+        sl_saved_entry e;
+        CHECK_INT(sl_proto_saved_next(&p, end, &e), ==, SL_OK);
+        CHECK_INT(e.chunk, ==, in[k].chunk);
+        CHECK_INT(e.count, ==, in[k].count);
+        CHECK_INT(e.dead, ==, in[k].dead);
+        CHECK_STR(e.token, tok);
+    }
+    CHECK(p == end);
+    sl_buf_free(&body);
+
+    static const struct {
+        const char *line, *field;
+    } bad[] = {
+        {"1 0123456789abcdef0123456789abcdef 2\n", "fewer than 4"},
+        {"1 0123456789abcdef0123456789abcdef 2 3 4\n", "dead"},
+        {"-1 0123456789abcdef0123456789abcdef 2 3\n", "chunk"},
+        {"x 0123456789abcdef0123456789abcdef 2 3\n", "chunk"},
+        {"1 0123456789ABCDEF0123456789abcdef 2 3\n", "lease"},
+        {"1 0123456789abcdef0123456789abcde 2 3\n", "lease"},
+        {"1 0123456789abcdef0123456789abcdef 2147483648 3\n", "count"},
+        {"1 0123456789abcdef0123456789abcdef 2  3\n", "dead"},
+        {"1 0123456789abcdef0123456789abcdef 2 +3\n", "dead"},
+        {"1 0123456789abcdef0123456789abcdef 2 3", "newline"},
+        {"1 0123456789abcdef0123456789abcdef 2 3\r\n", "dead"},
+        {"\n", "fewer than 4"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char two[256];
+        snprintf(two, sizeof two, "%s5 %s 6 7\n", bad[i].line, tok);
+        size_t n = strlen(two);
+        if (!strchr(bad[i].line, '\n'))
+            n = strlen(bad[i].line); /* no newline: the line runs to the end */
+        p = two;
+        end = two + n;
+        sl_saved_entry e;
+        CHECK_MSG(sl_proto_saved_next(&p, end, &e) == SL_EINVAL, "accepted \"%s\"", bad[i].line);
+        CHECK_MSG(strstr(sl_errmsg(), bad[i].field) != NULL, "\"%s\": message %s", bad[i].line, sl_errmsg());
+        if (strchr(bad[i].line, '\n')) {
+            CHECK_INT(sl_proto_saved_next(&p, end, &e), ==, SL_OK);
+            CHECK_INT(e.chunk, ==, 5);
+            CHECK_INT(e.count, ==, 6);
+            CHECK_INT(e.dead, ==, 7);
+        }
+        CHECK(p == end);
+    }
+}
