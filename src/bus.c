@@ -329,6 +329,7 @@ void sl_bus_close(sl_bus *bus, int64_t timeout_ms)
     if (!bus)
         return;
     sl_bus_drain(bus, timeout_ms);
+    sl_msg_flush();
     if (bus->nc && timeout_ms > 0)
         natsConnection_FlushTimeout(bus->nc, timeout_ms);
     if (bus->nc) {

@@ -97,7 +97,7 @@ static void reply_status(fetcher *f, const char *reply, const char *status, int6
     sl_msg_set_int(r, SL_H_RETRY_MS, retry_ms);
     if (sl_bus_publish(f->bus, r) != SL_OK)
         sl_warn("reply failed", "error=%s", sl_log_q(sl_errmsg()));
-    natsMsg_Destroy(r);
+    sl_msg_free(r);
 }
 
 static void log_dead(int64_t chunk, const char *reason)
@@ -143,8 +143,8 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
     sl_msg_set(m, SL_H_REASON, why);
     natsMsg *ack = NULL;
     sl_status st = sl_bus_request(f->bus, m, REPORT_TIMEOUT_MS, &ack);
-    natsMsg_Destroy(m);
-    natsMsg_Destroy(ack);
+    sl_msg_free(m);
+    sl_msg_free(ack);
     sl_buf_free(&body);
     if (st == SL_OK) {
         pthread_mutex_lock(&f->mu);
@@ -225,7 +225,7 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         sl_msg_set(r, SL_H_LEASE, token);
         sl_msg_set_int(r, SL_H_LEASE_MS, f->cfg->lease_ms);
         st = sl_bus_publish(f->bus, r);
-        natsMsg_Destroy(r);
+        sl_msg_free(r);
     }
     sl_buf_free(&body);
     if (st != SL_OK) {
@@ -254,7 +254,7 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_debug("leased", "chunk=%" PRId64 " attempt=%" PRId64 " worker=%s", chunk, attempt,
              sl_log_q(worker ? worker : ""));
 out:
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static void on_progress(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -272,7 +272,7 @@ static void on_progress(natsConnection *nc, natsSubscription *sub, natsMsg *m, v
         if (st != SL_OK)
             count_bad(f, BAD_STALE_LEASE, m, sl_errmsg());
     }
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -307,7 +307,7 @@ static void on_release(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
             log_dead(chunk, why_copy);
         free(why_copy);
     }
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 /* One chunk confirmed by a saver (m carries it, alone or in a batch):
@@ -375,7 +375,7 @@ static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     }
     saved_one(f, m, &e);
 out:
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 /* The job's state as JSON (P.status and P.done). Caller frees. */
@@ -430,10 +430,10 @@ static void on_status(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         char *s = status_json(f);
         natsMsg *r = sl_msg_new(reply, NULL, s, strlen(s));
         sl_bus_publish(f->bus, r);
-        natsMsg_Destroy(r);
+        sl_msg_free(r);
         free(s);
     }
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static void log_progress(fetcher *f, const char *msg)
@@ -483,7 +483,7 @@ static sl_status tick(fetcher *f, int64_t *last_flush)
         char *s = status_json(f);
         natsMsg *m = sl_msg_new(sl_bus_subject(f->bus, SL_SUBJ_DONE), NULL, s, strlen(s));
         sl_bus_publish(f->bus, m);
-        natsMsg_Destroy(m);
+        sl_msg_free(m);
         free(s);
         log_progress(f, "job complete");
     }

@@ -112,7 +112,7 @@ static void send_lease_msg(mapper *mp, sl_subject subj, const lease *l, const ch
     }
     if (sl_bus_publish(mp->bus, m) != SL_OK)
         sl_warn("publish failed", "subject=%s error=%s", sl_bus_subject(mp->bus, subj), sl_log_q(sl_errmsg()));
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 /* Extends the lease if a third of it has passed since the last time. */
@@ -187,7 +187,7 @@ static void drain_acks(mapper *mp)
     natsMsg *m = NULL;
     natsStatus s;
     while ((s = natsSubscription_NextMsg(&m, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS)
-        natsMsg_Destroy(m), m = NULL;
+        sl_msg_free(m), m = NULL;
 }
 
 /* Waits up to ms for the next message on the acks inbox, keeping the
@@ -215,7 +215,7 @@ static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
     sl_msg_set_int(m, SL_H_OBJECT, d->index);
     sl_msg_set(m, SL_H_REASON, d->reason);
     sl_status st = sl_bus_publish(mp->bus, m);
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
     if (st)
         return st;
     int64_t deadline = sl_now_ms() + ACK_TIMEOUT_MS;
@@ -231,7 +231,7 @@ static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
         int64_t c = -1, o = -2;
         bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
                     sl_msg_int(ack, SL_H_OBJECT, -1, INT32_MAX, &o) == SL_OK && c == l->chunk && o == d->index;
-        natsMsg_Destroy(ack);
+        sl_msg_free(ack);
         if (mine)
             return SL_OK;
     }
@@ -250,7 +250,7 @@ static sl_status publish_mapped(mapper *mp)
     sl_msg_set_int(m, SL_H_COUNT, f->count);
     sl_msg_set_int(m, SL_H_DEAD, f->ndead);
     sl_status st = sl_bus_publish(mp->bus, m);
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
     return st;
 }
 
@@ -269,7 +269,7 @@ static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
 {
     inflight *f = &mp->fl;
     if (s == NATS_NO_RESPONDERS) {
-        natsMsg_Destroy(ack);
+        sl_msg_free(ack);
         f->sent = false;
         f->deadline = sl_now_ms() + f->pause_ms; /* publish again then */
         f->pause_ms = f->pause_ms * 3 / 2 > REDELIVER_MS ? REDELIVER_MS : f->pause_ms * 3 / 2;
@@ -295,7 +295,7 @@ static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
         sl_warn("the saver could not commit the chunk; it went back to the fetcher", "chunk=%" PRId64, f->l.chunk);
         end_flight(mp);
     }
-    natsMsg_Destroy(ack);
+    sl_msg_free(ack);
     return true;
 }
 
@@ -556,7 +556,7 @@ static sl_status ask(mapper *mp, natsMsg **reply, double *asked)
     sl_msg_set(req, SL_H_WORKER, mp->worker);
     double t0 = sl_now_s();
     sl_status st = sl_bus_publish(mp->bus, req);
-    natsMsg_Destroy(req);
+    sl_msg_free(req);
     if (st)
         return st;
     int64_t deadline = sl_now_ms() + REQUEST_TIMEOUT_MS;
@@ -696,7 +696,7 @@ int sl_mapper_main(const sl_config *cfg)
                     sl_log_q(status ? status : "(none)"));
             sl_stop_sleep(retry);
         }
-        natsMsg_Destroy(reply);
+        sl_msg_free(reply);
     }
     settle(&mp); /* stopping: hands the chunk in flight back unless answered */
     rc = 0;

@@ -85,6 +85,12 @@ const char *sl_proto_subject_name(sl_subject s);
  * natsMsg_Destroy. Aborts only on allocation failure. */
 natsMsg *sl_msg_new(const char *subj, const char *reply, const void *data, size_t len);
 void sl_msg_set(natsMsg *m, const char *key, const char *value);
+/* Destroys a message, later: messages are freed in batches (see proto.c).
+ * Takes m (NULL is fine); the caller must not touch it afterwards. */
+void sl_msg_free(natsMsg *m);
+/* Frees the messages sl_msg_free still holds; before the connection and
+ * the library go away (sl_bus_close calls it). */
+void sl_msg_flush(void);
 void sl_msg_set_int(natsMsg *m, const char *key, int64_t value);
 
 /* Reads header key as a decimal integer in [min, max] into *out.

@@ -334,7 +334,7 @@ static void on_done(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     free(ln->done_json);
     ln->done_json = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     pthread_mutex_unlock(&ln->mu);
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static int64_t jint(json_t *j, const char *a, const char *b)
@@ -351,7 +351,7 @@ static void show_progress(launcher *ln)
     natsMsg *req = sl_msg_new(sl_bus_subject(ln->bus, SL_SUBJ_STATUS), NULL, NULL, 0);
     natsMsg *reply = NULL;
     sl_status st = sl_bus_request(ln->bus, req, 250, &reply);
-    natsMsg_Destroy(req);
+    sl_msg_free(req);
     if (st != SL_OK)
         return;
     json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
@@ -390,7 +390,7 @@ static void show_progress(launcher *ln)
         fflush(stderr);
     }
     json_decref(j);
-    natsMsg_Destroy(reply);
+    sl_msg_free(reply);
 }
 
 /* Resource use of one kind of child, over all its processes and runs. */

@@ -94,7 +94,7 @@ static void answer(saver *s, batched *b, const char *status)
     sl_msg_set_int(a, SL_H_CHUNK, b->chunk);
     sl_msg_set_int(a, SL_H_ATTEMPT, b->attempt);
     sl_bus_publish(s->bus, a);
-    natsMsg_Destroy(a);
+    sl_msg_free(a);
     free(b->reply);
     b->reply = NULL;
 }
@@ -109,7 +109,7 @@ static void release(saver *s, batched *b)
     sl_msg_set_int(r, SL_H_CHUNK, b->chunk);
     sl_msg_set(r, SL_H_LEASE, b->token);
     sl_bus_publish(s->bus, r);
-    natsMsg_Destroy(r);
+    sl_msg_free(r);
     answer(s, b, SL_STATUS_RELEASED);
 }
 
@@ -124,7 +124,7 @@ static void confirm(saver *s, sl_buf *body, int lines)
     sl_msg_set_int(c, SL_H_CHUNKS, lines);
     if (sl_bus_publish(s->bus, c) != SL_OK)
         sl_warn("confirmation not sent", "chunks=%d error=%s", lines, sl_log_q(sl_errmsg()));
-    natsMsg_Destroy(c);
+    sl_msg_free(c);
     sl_buf_reset(body);
 }
 
@@ -253,7 +253,7 @@ static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         end_batch(s, saved >= 0);
     pthread_mutex_unlock(&s->mu);
 out:
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -309,10 +309,10 @@ static void on_dead(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         sl_msg_set_int(ack, SL_H_CHUNK, chunk);
         sl_msg_set_int(ack, SL_H_OBJECT, object);
         sl_bus_publish(s->bus, ack);
-        natsMsg_Destroy(ack);
+        sl_msg_free(ack);
     }
 out:
-    natsMsg_Destroy(m);
+    sl_msg_free(m);
 }
 
 static int ready(void *arg, sl_buf *why)

@@ -19,7 +19,7 @@ int sl_status_main(const sl_config *cfg)
     }
     natsMsg *req = sl_msg_new(sl_bus_subject(bus, SL_SUBJ_STATUS), NULL, NULL, 0);
     sl_status st = sl_bus_request(bus, req, 3000, &reply);
-    natsMsg_Destroy(req);
+    sl_msg_free(req);
     if (st != SL_OK) {
         fprintf(stderr, "sluice status: no fetcher answers for job %s: %s\n", cfg->job, sl_errmsg());
         goto cleanup;
@@ -58,7 +58,7 @@ int sl_status_main(const sl_config *cfg)
     rc = 0;
 cleanup:
     json_decref(j);
-    natsMsg_Destroy(reply);
+    sl_msg_free(reply);
     sl_bus_close(bus, 0);
     return rc;
 }
