@@ -65,6 +65,8 @@ typedef struct {
     pthread_t reporter;  /* sends dead letters until a saver takes them */
     bool reporter_started;
     atomic_bool reporter_stop;
+    pthread_mutex_t reporter_mu; /* with reporter_cond: wakes the reporter */
+    pthread_cond_t reporter_cond; /* at once when it is told to stop */
 } fetcher;
 
 static void count_bad(fetcher *f, bad_reason why, natsMsg *m, const char *detail)
@@ -155,6 +157,25 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
     return st;
 }
 
+/* Waits ms, or less if the reporter is told to stop meanwhile (the
+ * fetcher's exit would otherwise wait out the pause). */
+static void pause_reporter(fetcher *f, int64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&f->reporter_mu);
+    while (!atomic_load(&f->reporter_stop) &&
+           pthread_cond_timedwait(&f->reporter_cond, &f->reporter_mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&f->reporter_mu);
+}
+
 /* The reporter thread: dead letters go to the savers until one
  * acknowledges each, without holding up the main loop's expiries and
  * ledger writes while no saver answers. */
@@ -180,8 +201,7 @@ static void *reporter_main(void *arg)
             wait = REPORT_RETRY_MS;
             break;
         }
-        for (int64_t t = 0; t < wait && !atomic_load(&f->reporter_stop); t += TICK_MS)
-            usleep(TICK_MS * 1000);
+        pause_reporter(f, wait);
     }
     return NULL;
 }
@@ -565,6 +585,8 @@ int sl_fetcher_main(const sl_config *cfg)
     sl_status st;
     sl_buf identity = SL_BUF_INIT;
     pthread_mutex_init(&f.mu, NULL);
+    pthread_mutex_init(&f.reporter_mu, NULL);
+    pthread_cond_init(&f.reporter_cond, NULL);
     sl_stop_install();
 
     sl_source_opts so = {.uri = cfg->source, .objects = cfg->objects, .chunk_size = cfg->chunk_size,
@@ -657,7 +679,10 @@ cleanup:
      * then the NATS handlers. */
     sl_telemetry_stop(&f.tel);
     if (f.reporter_started) {
+        pthread_mutex_lock(&f.reporter_mu);
         atomic_store(&f.reporter_stop, true);
+        pthread_cond_signal(&f.reporter_cond);
+        pthread_mutex_unlock(&f.reporter_mu);
         pthread_join(f.reporter, NULL);
     }
     sl_bus_close(f.bus, 2000);
@@ -669,6 +694,8 @@ cleanup:
     }
     sl_source_destroy(f.src);
     sl_buf_free(&identity);
+    pthread_cond_destroy(&f.reporter_cond);
+    pthread_mutex_destroy(&f.reporter_mu);
     pthread_mutex_destroy(&f.mu);
     return rc;
 }
