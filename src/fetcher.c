@@ -161,14 +161,7 @@ static sl_status report_dead(fetcher *f, int64_t chunk)
  * fetcher's exit would otherwise wait out the pause). */
 static void pause_reporter(fetcher *f, int64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = sl_deadline(CLOCK_REALTIME, ms);
     pthread_mutex_lock(&f->reporter_mu);
     while (!atomic_load(&f->reporter_stop) &&
            pthread_cond_timedwait(&f->reporter_cond, &f->reporter_mu, &until) == 0)

@@ -44,6 +44,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "source.h"
 #include "source_http.h"
@@ -262,14 +263,7 @@ static int64_t backoff_ms(http_source *s, int64_t attempt)
 /* Sleeps ms unless the source is stopping; false if it is. */
 static bool pause_ms(http_source *s, int64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = sl_deadline(CLOCK_MONOTONIC, ms);
     pthread_mutex_lock(&s->mu);
     /* Wakes every 100 ms to see a SIGTERM, which signals no condition. */
     while (!stopping(s)) {
@@ -277,12 +271,7 @@ static bool pause_ms(http_source *s, int64_t ms)
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
             break;
-        step = now;
-        step.tv_nsec += 100000000;
-        if (step.tv_nsec >= 1000000000) {
-            step.tv_sec++;
-            step.tv_nsec -= 1000000000;
-        }
+        step = sl_deadline(CLOCK_MONOTONIC, 100);
         if (step.tv_sec > until.tv_sec || (step.tv_sec == until.tv_sec && step.tv_nsec > until.tv_nsec))
             step = until;
         pthread_cond_timedwait(&s->cv, &s->mu, &step);
