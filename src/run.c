@@ -1,8 +1,8 @@
 /* run.c - `sluice run`: a whole job on one machine.
  *
  * The launcher is a small supervisor, like Kubernetes on one node: it
- * starts a private nats-server (unless NATS_URL is given), the fetcher,
- * the savers and the mappers as child processes of this same binary, passes
+ * starts a private nats-server (unless NATS_URL is given), the savers, the
+ * fetcher and the mappers as child processes of this same binary, passes
  * them its configuration through the environment, forwards their log lines
  * with a name prefix, restarts whichever dies, and shows progress by asking
  * the fetcher for P.status. The job ends when the fetcher exits 0 or 3;
@@ -826,12 +826,15 @@ static int supervise(const sl_config *cfg, sl_forkserver *fs, int64_t started_ms
     }
     natsConnection_Flush(sl_bus_nc(ln.bus));
 
+    /* Savers first: a mapper that finishes a chunk before any saver has
+     * subscribed finds nobody to take it and must wait. Then the fetcher,
+     * then the mappers, which only ask it for work. */
     char name[32];
-    add_child(&ln, K_FETCHER, "fetcher");
     for (int64_t i = 1; i <= cfg->savers; i++) {
         snprintf(name, sizeof name, "saver.%" PRId64, i);
         add_child(&ln, K_SAVER, name);
     }
+    add_child(&ln, K_FETCHER, "fetcher");
     for (int64_t i = 1; i <= cfg->mappers; i++) {
         snprintf(name, sizeof name, "mapper.%" PRId64, i);
         add_child(&ln, K_MAPPER, name);
