@@ -1,25 +1,26 @@
 /* forkserver.h - starting sluice's own children by fork, not exec.
  *
  * `sluice run` starts dozens of children of its own binary. Exec'ing each
- * costs it the dynamic loading of some forty libraries (5 ms of CPU, many
- * times that when 50 start at once on 2 cores); forking a process that has
- * them loaded costs a fraction of a millisecond. run itself cannot be that
- * process: once it has connected to NATS it has threads, and a child forked
- * from a multi-threaded process may only exec. Nor can a child inherit a
- * started nats.c: the library seeds the unique ids of its inboxes when it
- * starts, so every child would share them.
+ * costs the dynamic loading of some forty libraries (5 ms of CPU; 50
+ * mappers starting at once on 2 cores took a third of a second to be
+ * ready); forking a process that has them loaded costs a fraction of a
+ * millisecond. run itself cannot be that process: once it has connected to
+ * NATS it has threads, and a child forked from a multi-threaded process may
+ * only exec. Nor can a child inherit a started nats.c: the library seeds
+ * the unique ids of its inboxes when it starts, so every child would share
+ * them.
  *
  * So run forks a server first thing, while it is still single-threaded and
  * has touched neither NATS nor anything else that keeps state. The server
- * never starts a thread or opens a library; it waits on a socket. For each
- * request (the environment, and for each child its argv and the descriptor
- * for its stdout and stderr) it forks an intermediate child, which forks
- * the roles and exits at once, so the roles are re-parented to run, a child
- * subreaper (PR_SET_CHILD_SUBREAPER) that therefore reaps them with wait4 --
- * exit code, CPU time and peak RSS -- as it reaps an exec'd child. A batch
- * of 50 mappers costs one round trip and 51 forks. Each role then becomes
- * what exec would have made it (see sl_forkserver_spawn) and calls the
- * entry function with its argv.
+ * never starts a thread; it waits on a socket. For each request (the
+ * environment, and for each child its argv and the descriptor for its
+ * stdout and stderr) it forks an intermediate child, which forks the roles
+ * and exits at once, so the roles are re-parented to run, a child subreaper
+ * (PR_SET_CHILD_SUBREAPER) that therefore reaps them with wait4 -- exit
+ * code, CPU time and peak RSS -- as it reaps an exec'd child. A batch of 50
+ * mappers costs one round trip and 51 forks. Each role then becomes what
+ * exec would have made it (see sl_forkserver_spawn) and calls the entry
+ * function with its argv.
  *
  * The server dies with run: it exits at EOF on its socket (run closed it or
  * died) and has PR_SET_PDEATHSIG SIGKILL besides. */

@@ -72,13 +72,20 @@ static char *cmdline(pid_t pid)
 
 /* Child pid of run is what `sluice <role> --http ...` exec'd by run would
  * be: run's child, shown as its role, in a process group of its own, stdin
- * /dev/null. */
+ * /dev/null. A child run execs shows run's command line until its exec:
+ * that is waited out. */
 static void check_child(pid_t run, pid_t pid, const char *role)
 {
-    char *cl = cmdline(pid), want[64];
+    char want[64];
     snprintf(want, sizeof want, "sluice %s --http 127.0.0.1:", role);
-    CHECK_MSG(!strncmp(cl, want, strlen(want)), "pid %d shows \"%s\", not \"%s...\"", (int)pid, cl, want);
-    free(cl);
+    for (int64_t deadline = th_now_ms() + 5000;; usleep(10000)) {
+        char *cl = cmdline(pid);
+        int ok = !strncmp(cl, want, strlen(want));
+        CHECK_MSG(ok || th_now_ms() < deadline, "pid %d shows \"%s\", not \"%s...\"", (int)pid, cl, want);
+        free(cl);
+        if (ok)
+            break;
+    }
     CHECK_INT(proc_stat(pid, 4), ==, run);
     CHECK_INT(proc_stat(pid, 5), ==, pid);
     char path[64], target[64] = "";
