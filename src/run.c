@@ -1,14 +1,19 @@
 /* run.c - `sluice run`: a whole job on one machine.
  *
  * The launcher is a small supervisor, like Kubernetes on one node: it
- * starts a private nats-server (unless NATS_URL is given), the fetcher,
- * the savers and the mappers as child processes of this same binary, passes
+ * starts a private nats-server (unless NATS_URL is given), the savers, the
+ * fetcher and the mappers as child processes of this same binary, passes
  * them its configuration through the environment, forwards their log lines
  * with a name prefix, restarts whichever dies, and shows progress by asking
  * the fetcher for P.status. The job ends when the fetcher exits 0 or 3;
  * then everything else is stopped. A child that keeps failing at start
  * (bad database path, NATS refusing it) ends the run with its error rather
- * than a restart loop. */
+ * than a restart loop.
+ *
+ * Its own children (the roles, the exporter) are forked by a fork server
+ * (forkserver.h) that run starts before anything else, not exec'd: 50
+ * mappers then start in a fraction of the time. nats-server and Prometheus
+ * are exec'd, and so is every child if the fork server cannot be had. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,6 +36,8 @@
 #include "buf.h"
 #include "bus.h"
 #include "clock.h"
+#include "command.h"
+#include "forkserver.h"
 #include "log.h"
 #include "roles.h"
 #include "stop.h"
@@ -89,6 +96,8 @@ typedef struct {
     int64_t objects_at_start; /* saved before this run began */
     bool have_start;
     int64_t ended_ms;
+    sl_forkserver *fs;  /* NULL: children are exec'd */
+    struct rusage fs_usage; /* the fork server's, once it is reaped */
 } launcher;
 
 static void clear_bar(launcher *ln)
@@ -177,56 +186,18 @@ static void drain_child(launcher *ln, child *c)
     }
 }
 
-static sl_status start_child(launcher *ln, child *c)
+/* Ends the fork server and keeps its resource use; children are exec'd
+ * from now on. */
+static void stop_forkserver(launcher *ln)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return sl_fail(SL_EIO, "pipe: %s", strerror(errno));
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return sl_fail(SL_EIO, "cannot find my own binary: %s", strerror(errno));
-    self[n] = '\0';
-    /* Everything the child needs is prepared before fork: after it, the
-     * child only dups descriptors and execs. */
-    char port[16], mport[16], http[32], monurl[64], cfgflag[160], dataflag[160], listen[64];
-    snprintf(port, sizeof port, "%d", ln->nats_port);
-    snprintf(mport, sizeof mport, "%d", ln->monitor_port);
-    snprintf(http, sizeof http, "127.0.0.1:%d", c->http_port);
-    snprintf(monurl, sizeof monurl, "http://127.0.0.1:%d", ln->monitor_port);
-    snprintf(cfgflag, sizeof cfgflag, "--config.file=%s/prometheus.yml", ln->promdir);
-    snprintf(dataflag, sizeof dataflag, "--storage.tsdb.path=%s/data", ln->promdir);
-    snprintf(listen, sizeof listen, "--web.listen-address=127.0.0.1:%d", c->http_port);
-    const char *argv[16] = {0};
-    const char *path = self;
-    switch (c->kind) {
-    case K_NATS:
-        path = ln->cfg->nats_server;
-        if (ln->nats_port) {
-            const char *a[] = {path, "-a", "127.0.0.1", "-p", port, "-m", mport, NULL};
-            memcpy(argv, a, sizeof a);
-        } else {
-            const char *a[] = {path, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", ln->tmpdir, NULL};
-            memcpy(argv, a, sizeof a);
-        }
-        break;
-    case K_PROMETHEUS: {
-        path = ln->cfg->prometheus;
-        const char *a[] = {path, cfgflag, dataflag, listen, "--log.level=warn", NULL};
-        memcpy(argv, a, sizeof a);
-        break;
-    }
-    case K_EXPORTER: {
-        const char *a[] = {"sluice", "nats-exporter", "--nats-monitor", monurl, "--http", http, NULL};
-        memcpy(argv, a, sizeof a);
-        break;
-    }
-    default: {
-        const char *role = c->kind == K_FETCHER ? "fetcher" : c->kind == K_SAVER ? "saver" : "mapper";
-        const char *a[] = {"sluice", role, "--http", http, NULL};
-        memcpy(argv, a, sizeof a);
-    }
-    }
+    if (ln->fs)
+        sl_forkserver_stop(ln->fs, &ln->fs_usage);
+    ln->fs = NULL;
+}
+
+/* Forks and execs path with argv, its stdout and stderr on out_fd. */
+static sl_status exec_child(const char *path, const char *const *argv, int out_fd, pid_t *out)
+{
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
@@ -236,8 +207,8 @@ static sl_status start_child(launcher *ln, child *c)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fds[1], STDERR_FILENO);
+        dup2(out_fd, STDOUT_FILENO);
+        dup2(out_fd, STDERR_FILENO);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             dup2(devnull, STDIN_FILENO);
@@ -250,21 +221,132 @@ static sl_status start_child(launcher *ln, child *c)
         fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
         _exit(127);
     }
-    close(fds[1]);
-    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    *out = pid;
+    return SL_OK;
+}
+
+/* What a child runs. argv points into the buffers, so a cmdline is filled
+ * in place and not copied. */
+typedef struct {
+    const char *path; /* NULL: this binary, through the fork server if there is one */
+    const char *argv[16];
+    char port[16], mport[16], http[32], monurl[64], cfgflag[160], dataflag[160], listen[64];
+} cmdline;
+
+static void command_line(const launcher *ln, const child *c, cmdline *cl)
+{
+    memset(cl, 0, sizeof *cl);
+    snprintf(cl->port, sizeof cl->port, "%d", ln->nats_port);
+    snprintf(cl->mport, sizeof cl->mport, "%d", ln->monitor_port);
+    snprintf(cl->http, sizeof cl->http, "127.0.0.1:%d", c->http_port);
+    snprintf(cl->monurl, sizeof cl->monurl, "http://127.0.0.1:%d", ln->monitor_port);
+    snprintf(cl->cfgflag, sizeof cl->cfgflag, "--config.file=%s/prometheus.yml", ln->promdir);
+    snprintf(cl->dataflag, sizeof cl->dataflag, "--storage.tsdb.path=%s/data", ln->promdir);
+    snprintf(cl->listen, sizeof cl->listen, "--web.listen-address=127.0.0.1:%d", c->http_port);
+    switch (c->kind) {
+    case K_NATS: {
+        const char *path = cl->path = ln->cfg->nats_server;
+        if (ln->nats_port) {
+            const char *a[] = {path, "-a", "127.0.0.1", "-p", cl->port, "-m", cl->mport, NULL};
+            memcpy(cl->argv, a, sizeof a);
+        } else {
+            const char *a[] = {path, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", ln->tmpdir, NULL};
+            memcpy(cl->argv, a, sizeof a);
+        }
+        break;
+    }
+    case K_PROMETHEUS: {
+        const char *path = cl->path = ln->cfg->prometheus;
+        const char *a[] = {path, cl->cfgflag, cl->dataflag, cl->listen, "--log.level=warn", NULL};
+        memcpy(cl->argv, a, sizeof a);
+        break;
+    }
+    case K_EXPORTER: {
+        const char *a[] = {"sluice", "nats-exporter", "--nats-monitor", cl->monurl, "--http", cl->http, NULL};
+        memcpy(cl->argv, a, sizeof a);
+        break;
+    }
+    default: {
+        const char *role = c->kind == K_FETCHER ? "fetcher" : c->kind == K_SAVER ? "saver" : "mapper";
+        const char *a[] = {"sluice", role, "--http", cl->http, NULL};
+        memcpy(cl->argv, a, sizeof a);
+    }
+    }
+}
+
+/* Child c runs as pid, writing to the pipe whose read end is fd. */
+static void started(launcher *ln, child *c, pid_t pid, int fd)
+{
+    fcntl(fd, F_SETFL, O_NONBLOCK);
     if (c->fd >= 0) {
         drain_child(ln, c);
         if (c->fd >= 0)
             close(c->fd);
     }
-    c->fd = fds[0];
+    c->fd = fd;
     c->pid = pid;
     c->started_ms = sl_now_ms();
     c->restart_at = 0;
     if (c->kind != K_NATS || sl_log_enabled(SL_LOG_DEBUG))
         sl_info("started", "child=%s pid=%d restarts=%d http_port=%d", c->name, (int)pid, c->restarts,
                 c->http_port);
-    return SL_OK;
+}
+
+/* Starts the n children at cs (at most SL_FORKSERVER_BATCH): this
+ * binary's in one request to the fork server, the others (and all of them
+ * without a fork server) with fork and exec. */
+static sl_status start_children(launcher *ln, child *cs, int n)
+{
+    SL_ASSERT(n >= 1 && n <= SL_FORKSERVER_BATCH);
+    cmdline cl[SL_FORKSERVER_BATCH];
+    int fds[SL_FORKSERVER_BATCH][2];
+    sl_forkserver_child fk[SL_FORKSERVER_BATCH];
+    int nfk = 0, opened = 0;
+    sl_status st = SL_OK;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0)
+        return sl_fail(SL_EIO, "cannot find my own binary: %s", strerror(errno));
+    self[len] = '\0';
+    /* Everything a child needs is prepared before fork: after it, an
+     * exec'd child only dups descriptors and execs. */
+    for (; opened < n; opened++) {
+        command_line(ln, &cs[opened], &cl[opened]);
+        if (pipe2(fds[opened], O_CLOEXEC) != 0) {
+            st = sl_fail(SL_EIO, "pipe: %s", strerror(errno));
+            goto cleanup;
+        }
+        if (!cl[opened].path)
+            fk[nfk++] = (sl_forkserver_child){.argv = cl[opened].argv, .out_fd = fds[opened][1]};
+    }
+    if (nfk && !ln->fs)
+        nfk = 0;
+    if (nfk && sl_forkserver_spawn(ln->fs, fk, nfk) != SL_OK) {
+        sl_warn("fork server failed; children are exec'd from now on", "error=%s", sl_log_q(sl_errmsg()));
+        stop_forkserver(ln);
+        nfk = 0;
+    }
+    for (int i = 0, k = 0; i < n; i++) {
+        pid_t pid = 0;
+        if (!cl[i].path && k < nfk)
+            pid = fk[k++].pid;
+        else if ((st = exec_child(cl[i].path ? cl[i].path : self, cl[i].argv, fds[i][1], &pid)))
+            goto cleanup;
+        close(fds[i][1]);
+        started(ln, &cs[i], pid, fds[i][0]);
+        fds[i][0] = fds[i][1] = -1;
+    }
+cleanup:
+    for (int i = 0; i < opened; i++)
+        for (int e = 0; e < 2; e++)
+            if (fds[i][e] >= 0)
+                close(fds[i][e]);
+    return st;
+}
+
+static sl_status start_child(launcher *ln, child *c)
+{
+    return start_children(ln, c, 1);
 }
 
 /* A port on 127.0.0.1 that was free a moment ago. The child binds it a
@@ -434,6 +516,9 @@ static void print_resources(const launcher *ln)
         printf("    %-14s %7.2f s  %6.1f MiB%s\n", who, u.cpu_s, (double)u.maxrss_kb / 1024.0,
                u.n > 1 ? " (largest)" : "");
     }
+    if (ln->fs_usage.ru_maxrss)
+        printf("    %-14s %7.2f s  %6.1f MiB\n", "fork server",
+               tv_s(ln->fs_usage.ru_utime) + tv_s(ln->fs_usage.ru_stime), (double)ln->fs_usage.ru_maxrss / 1024.0);
 }
 
 /* --stats FILE: the summary's figures for a program to read, one
@@ -454,6 +539,8 @@ static void write_stats(const launcher *ln, int rc, double secs, int64_t objects
         fprintf(f, "%s_processes=%d\n%s_cpu_s=%.3f\n%s_maxrss_kb=%ld\n", shown_kinds[i].key, u.n,
                 shown_kinds[i].key, u.cpu_s, shown_kinds[i].key, u.maxrss_kb);
     }
+    fprintf(f, "forkserver_cpu_s=%.3f\nforkserver_maxrss_kb=%ld\n",
+            tv_s(ln->fs_usage.ru_utime) + tv_s(ln->fs_usage.ru_stime), ln->fs_usage.ru_maxrss);
     fprintf(f, "run_cpu_s=%.3f\nrun_maxrss_kb=%ld\n", tv_s(self.ru_utime) + tv_s(self.ru_stime), self.ru_maxrss);
     if (fclose(f) != 0)
         say((launcher *)ln, "cannot write --stats %s: %s", ln->cfg->stats, strerror(errno));
@@ -693,25 +780,18 @@ static int step(launcher *ln)
     return rc;
 }
 
-int sl_run_main(const sl_config *cfg)
+/* The job, with the fork server fs (NULL: exec every child) started. */
+static int supervise(const sl_config *cfg, sl_forkserver *fs, int64_t started_ms)
 {
-    launcher ln = {.cfg = cfg};
+    launcher ln = {.cfg = cfg, .fs = fs, .started_ms = started_ms};
     int rc = 1;
     sl_status st;
     pthread_mutex_init(&ln.mu, NULL);
     sl_stop_install();
     ln.tty = isatty(STDERR_FILENO);
-    ln.started_ms = sl_now_ms();
     int64_t progress_ms = cfg->progress_ms ? cfg->progress_ms : ln.tty ? 200 : 2000;
-
-    /* A transform that cannot open (a jq program with a syntax error) is a
-     * usage error, told once here rather than by every mapper in turn. */
-    sl_transform *tf = NULL;
-    if (sl_transform_open(&tf, cfg->transform) != SL_OK) {
-        fprintf(stderr, "sluice run: %s\n", sl_errmsg());
-        return 2;
-    }
-    sl_transform_destroy(tf);
+    if (fs)
+        sl_info("fork server started", "pid=%d", (int)sl_forkserver_pid(fs));
 
     if (cfg->fresh) {
         const char *sfx[] = {"", "-wal", "-shm"};
@@ -754,12 +834,15 @@ int sl_run_main(const sl_config *cfg)
     }
     natsConnection_Flush(sl_bus_nc(ln.bus));
 
+    /* Savers first: a mapper that finishes a chunk before any saver has
+     * subscribed finds nobody to take it and must wait. Then the fetcher,
+     * then the mappers, which only ask it for work. */
     char name[32];
-    add_child(&ln, K_FETCHER, "fetcher");
     for (int64_t i = 1; i <= cfg->savers; i++) {
         snprintf(name, sizeof name, "saver.%" PRId64, i);
         add_child(&ln, K_SAVER, name);
     }
+    add_child(&ln, K_FETCHER, "fetcher");
     for (int64_t i = 1; i <= cfg->mappers; i++) {
         snprintf(name, sizeof name, "mapper.%" PRId64, i);
         add_child(&ln, K_MAPPER, name);
@@ -768,11 +851,20 @@ int sl_run_main(const sl_config *cfg)
         say(&ln, "cannot set up monitoring: %s", sl_errmsg());
         goto cleanup;
     }
-    for (int i = 0; i < ln.nkids; i++)
-        if (ln.kids[i].pid == 0 && (st = start_child(&ln, &ln.kids[i]))) {
+    /* In the order added, each kind in as few requests to the fork server
+     * as its batches allow. */
+    for (int i = 0, n; i < ln.nkids; i += n) {
+        for (n = 1; i + n < ln.nkids && n < SL_FORKSERVER_BATCH && ln.kids[i + n].kind == ln.kids[i].kind &&
+                    ln.kids[i + n].pid == 0;
+             n++)
+            ;
+        if (ln.kids[i].pid != 0)
+            continue;
+        if ((st = start_children(&ln, &ln.kids[i], n))) {
             say(&ln, "cannot start %s: %s", ln.kids[i].name, sl_errmsg());
             goto cleanup;
         }
+    }
     sl_buf where = SL_BUF_INIT;
     for (int i = 0; i < ln.nkids; i++)
         if (ln.kids[i].http_port && ln.kids[i].kind != K_PROMETHEUS)
@@ -813,6 +905,7 @@ int sl_run_main(const sl_config *cfg)
         sl_bus_close(ln.bus, 0);
         ln.bus = NULL;
         stop_children(&ln, true);
+        stop_forkserver(&ln);
     }
     print_summary(&ln, rc);
     if (cfg->monitor && (rc == 0 || rc == 3)) {
@@ -832,8 +925,36 @@ cleanup:
     remove_tmpdir(&ln);
     for (int i = 0; i < ln.nkids; i++)
         sl_buf_free(&ln.kids[i].partial);
+    stop_forkserver(&ln);
     free(ln.done_json);
     free(ln.last_status);
     pthread_mutex_destroy(&ln.mu);
     return rc;
+}
+
+int sl_run_main(const sl_config *cfg)
+{
+    int64_t started_ms = sl_now_ms();
+    /* A transform that cannot open (a jq program with a syntax error) is a
+     * usage error, told once here rather than by every mapper in turn. */
+    sl_transform *tf = NULL;
+    if (sl_transform_open(&tf, cfg->transform) != SL_OK) {
+        fprintf(stderr, "sluice run: %s\n", sl_errmsg());
+        return 2;
+    }
+    sl_transform_destroy(tf);
+    /* The roles the fork server forks are orphaned on purpose, to be
+     * adopted, reaped and accounted for here. The server goes first, while
+     * this process has no thread, no handler and no connection, and from
+     * this small frame: the launcher's large one is not copied into every
+     * child. */
+    sl_forkserver *fs = NULL;
+    const char *why = NULL;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+        why = strerror(errno);
+    else if (sl_forkserver_start(&fs, sl_command_main) != SL_OK)
+        why = sl_errmsg();
+    if (why)
+        sl_warn("no fork server; children are exec'd", "error=%s", sl_log_q(why));
+    return supervise(cfg, fs, started_ms);
 }
