@@ -65,6 +65,7 @@ typedef struct {
     pthread_t reporter;  /* sends dead letters until a saver takes them */
     bool reporter_started;
     atomic_bool reporter_stop;
+    sl_buf work_body; /* on_work's, kept: a chunk's text is built in it */
     pthread_mutex_t reporter_mu; /* with reporter_cond: wakes the reporter */
     pthread_cond_t reporter_cond; /* at once when it is told to stop */
 } fetcher;
@@ -226,11 +227,12 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     }
     sl_metric_inc(f->leases_issued);
 
-    sl_buf body = SL_BUF_INIT;
+    sl_buf *body = &f->work_body;
+    sl_buf_reset(body);
     sl_source_meta meta;
-    sl_status st = sl_source_chunk(f->src, chunk, &body, &meta);
+    sl_status st = sl_source_chunk(f->src, chunk, body, &meta);
     if (st == SL_OK) {
-        natsMsg *r = sl_msg_new(reply, NULL, body.data, body.len);
+        natsMsg *r = sl_msg_new(reply, NULL, body->data, body->len);
         sl_msg_set(r, SL_H_STATUS, SL_STATUS_CHUNK);
         set_framing(r, &meta);
         sl_msg_set_int(r, SL_H_CHUNK, chunk);
@@ -240,7 +242,6 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         st = sl_bus_publish(f->bus, r);
         sl_msg_free(r);
     }
-    sl_buf_free(&body);
     if (st != SL_OK) {
         /* The mapper never got it: count a failure, so a chunk that can
          * never be sent ends dead instead of looping forever. */
@@ -687,6 +688,7 @@ cleanup:
     }
     sl_source_destroy(f.src);
     sl_buf_free(&identity);
+    sl_buf_free(&f.work_body);
     pthread_cond_destroy(&f.reporter_cond);
     pthread_mutex_destroy(&f.reporter_mu);
     pthread_mutex_destroy(&f.mu);
