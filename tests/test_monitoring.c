@@ -114,6 +114,19 @@ static int start_prometheus(const char *sluice_targets, int exporter_port, th_pr
 static double wait_query(int port, const char *expr, int timeout_ms)
 {
     int64_t deadline = th_now_ms() + timeout_ms;
+    /* A Prometheus that is still opening its storage answers 503 to
+     * queries; a job can be over by then. */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/-/ready", port);
+    for (;;) {
+        char *body = NULL;
+        long code = tp_http_get(url, &body);
+        free(body);
+        if (code == 200)
+            break;
+        CHECK_MSG(th_now_ms() < deadline, "Prometheus not ready after %d ms (%ld)", timeout_ms, code);
+        usleep(100000);
+    }
     for (;;) {
         json_t *r = tp_prom_query(port, expr);
         if (json_array_size(r) > 0) {
