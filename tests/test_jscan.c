@@ -141,3 +141,54 @@ SL_TEST(jscan_objects_stores_only_canonical_docs, 5)
     for (size_t i = 0; i < sizeof fb / sizeof fb[0]; i++)
         CHECK_MSG(objects_of(fb[i], 0) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
 }
+
+/* Strings are scanned 8 bytes at a time: a byte that needs a look (a
+ * quote, a backslash, a control character, a byte of a multi-byte or
+ * invalid sequence) is found at every offset of a word and in the tail
+ * after the last whole word, and the verdict is jansson's. */
+SL_TEST(jscan_strings_word_at_a_time, 10)
+{
+    static const struct {
+        const char *bytes;
+        bool valid; /* as JSON string content */
+        bool fast;  /* and stored as received (json_dumps writes it so) */
+    } specials[] = {
+        {"\\\"", true, true}, {"\\\\", true, true}, {"\\n", true, false}, {"\x1f", false, false},
+        {"\x7f", true, true}, {"\xc3\xa9", true, true}, {"\xe2\x82\xac", true, true}, {"\xff", false, false},
+        {"\xc3", false, false}, {"\"", false, false},
+    };
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++)
+        for (int len = 0; len <= 20; len++)
+            for (int at = 0; at <= len; at++) {
+                sl_buf t = SL_BUF_INIT;
+                sl_buf_puts(&t, "[{\"id\":\"a\",\"s\":\"");
+                for (int i = 0; i < len; i++) {
+                    if (i == at)
+                        sl_buf_puts(&t, specials[k].bytes);
+                    sl_buf_putc(&t, (char)('a' + i % 26));
+                }
+                if (at == len)
+                    sl_buf_puts(&t, specials[k].bytes);
+                sl_buf_puts(&t, "\"}]");
+                json_t *j = json_loads(t.data, JSON_REJECT_DUPLICATES, NULL);
+                CHECK_MSG((j != NULL) == specials[k].valid, "jansson and the test disagree: %s", t.data);
+                sl_jscan_obj *items = NULL;
+                size_t n = 0;
+                sl_jscan_result r = sl_jscan_objects(t.data, t.len, "id", &items, &n);
+                /* Invalid text never passes; valid text passes or is left
+                 * to jansson (an escape json_dumps would not write). */
+                if (!specials[k].valid)
+                    CHECK_MSG(r == SL_JSCAN_FALLBACK, "accepted invalid: %s", t.data);
+                if (specials[k].fast)
+                    CHECK_MSG(r == SL_JSCAN_OK, "left to jansson: %s", t.data);
+                else if (r == SL_JSCAN_OK) {
+                    char *doc = json_dumps(json_array_get(j, 0), JSON_COMPACT);
+                    CHECK_MSG(n == 1 && items[0].doclen == strlen(doc) && !memcmp(doc, items[0].doc, items[0].doclen),
+                              "stored differently: %s", t.data);
+                    free(doc);
+                }
+                free(items);
+                json_decref(j);
+                sl_buf_free(&t);
+            }
+}
