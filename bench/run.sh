@@ -172,9 +172,12 @@ hist_quantile() {
 
 # 5: the dispatch round trip (mapper asks P.work -> chunk received), read
 # from the mappers' sluice_dispatch_seconds after a whole reference job
-# (the fetcher lingers, so the mappers stay up to be scraped).
-latency() {
-    local d=$W/latency pf p1 p2 f m1 m2 s
+# (the fetcher lingers, so the mappers stay up to be scraped). Mappers
+# prefetch (--prefetch-lead-ms), which hides the round trip: the round trip
+# itself is measured with prefetch off, where every chunk waits for it;
+# how long mappers wait for work (sluice_work_wait_seconds) with it on.
+latency_job() {
+    local d=$1 pf p1 p2 f m1 m2 s; shift
     mkdir -p "$d"; LOG=$d/roles.log
     start_nats "$d"
     pf=$(free_port); p1=$(free_port); p2=$(free_port)
@@ -182,28 +185,40 @@ latency() {
     start_role fetcher --nats-url "$URL" --job lat --objects 100000 --ledger "$d/ledger" --linger \
         --http "127.0.0.1:$pf"; f=$LAST
     wait_until 10 curl -sf "http://127.0.0.1:$pf/readyz" || die "the latency fetcher did not get ready: $(tail -3 "$LOG")"
-    start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p1"; m1=$LAST
-    start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p2"; m2=$LAST
+    start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p1" "$@"; m1=$LAST
+    start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p2" "$@"; m2=$LAST
     done_chunks() { [ "$(metric "http://127.0.0.1:$pf/metrics" 'sluice_chunks{role="fetcher",sluice_job="lat",state="done"}')" = 1000 ]; }
     wait_until 120 done_chunks || die "the latency job did not finish: $(tail -3 "$LOG")"
     curl -sf "http://127.0.0.1:$p1/metrics" >"$d/m1.prom" && curl -sf "http://127.0.0.1:$p2/metrics" >"$d/m2.prom" ||
         die "cannot read the mappers' metrics"
     stop "$m1" "$m2" "$f" "$s"
-    local p50 p99 n sum
+}
+
+latency() {
+    local d=$W/latency w=$W/latency-prefetch p50 p99 n sum wp50 wsum wn
+    latency_job "$d" --prefetch-lead-ms 0
+    latency_job "$w"
     p50=$(calc %.3f "$(hist_quantile 0.5 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     p99=$(calc %.3f "$(hist_quantile 0.99 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     n=$(cat "$d"/m?.prom | awk 'index($0, "sluice_dispatch_seconds_count") == 1 {s += $NF} END {print s}')
     sum=$(cat "$d"/m?.prom | awk 'index($0, "sluice_dispatch_seconds_sum") == 1 {s += $NF} END {print s}')
+    wp50=$(calc %.3f "$(hist_quantile 0.5 sluice_work_wait_seconds "$w"/m?.prom) * 1000")
+    wn=$(cat "$w"/m?.prom | awk 'index($0, "sluice_work_wait_seconds_count") == 1 {s += $NF} END {print s}')
+    wsum=$(cat "$w"/m?.prom | awk 'index($0, "sluice_work_wait_seconds_sum") == 1 {s += $NF} END {print s}')
     {
         echo "figure,value_ms,samples"
         echo "dispatch_p50,$p50,$n"
         echo "dispatch_p99,$p99,$n"
         echo "dispatch_mean,$(calc %.3f "$sum / $n * 1000"),$n"
+        echo "work_wait_p50_prefetch,$wp50,$wn"
+        echo "work_wait_mean_prefetch,$(calc %.3f "$wsum / $wn * 1000"),$wn"
         echo "first_saved_median,${FIRST_SAVED:-},$RUNS"
     } >"$OUT/latency.csv"
     row "dispatch round trip p50 ($n chunks)" "$p50" ms le 0.3
     row "dispatch round trip p99" "$p99" ms - -
     row "dispatch round trip mean" "$(calc %.3f "$sum / $n * 1000")" ms - -
+    row "mapper wait for work p50, prefetch on" "$wp50" ms - -
+    row "mapper wait for work mean, prefetch on" "$(calc %.3f "$wsum / $wn * 1000")" ms - -
     [ -z "${FIRST_SAVED:-}" ] || row "start of run -> first chunk saved" "$FIRST_SAVED" ms - -
 }
 

@@ -59,6 +59,7 @@ typedef struct {
     int64_t work_ms;
     int64_t work_jitter_ms;
     int64_t cpu_work_ms;
+    int64_t prefetch_lead_ms;
     /* saver */
     char *sink;
     char *id;           /* the key field of a mapped object */

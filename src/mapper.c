@@ -44,6 +44,13 @@
  * starts every role at once) is found within milliseconds, and one that is
  * gone is not asked hundreds of times a second. */
 #define FIRST_REDELIVER_MS 5
+/* A prefetched reply is taken from the inbox (to keep its lease alive)
+ * once it has been out this long: a look per mapped object would cost a
+ * lock each. */
+#define PREFETCH_POLL_MS 20
+/* How long a stopping mapper waits for the reply to its prefetch, to hand
+ * that chunk back rather than leave it to its lease. */
+#define PREFETCH_STOP_WAIT_MS 500
 
 /* sluice_dispatch_seconds: a round trip through NATS to the fetcher and
  * back is a fraction of a millisecond, hence buckets finer than
@@ -85,11 +92,26 @@ typedef struct {
     uint64_t rng;
     int64_t chunks, objects, dead, bad_messages;
     sl_telemetry tel;
-    sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration, *m_dispatch;
+    sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration, *m_dispatch, *m_wait;
     sl_metric *bad_header, *bad_body, *bad_status;
     inflight fl;
     lease *cur;    /* the chunk being mapped, if any */
     bool settling; /* inside settle(), which reads the answers itself */
+    /* Prefetch: the next chunk is asked for --prefetch-lead-ms before the
+     * current one should be done (judged by how long the last one took),
+     * so that the round trip to the fetcher - and the wait behind other
+     * mappers' requests - is off the mapper's path, while a mapper never
+     * holds a chunk for long that an idle one could start. At most one
+     * request is out; its reply, once taken from the inbox, waits in next
+     * with its lease kept alive, and is handed back if the mapper stops. */
+    int64_t prefetch_at;   /* ask then (0: not for this chunk) */
+    bool asking;           /* a P.work request is out, its reply not taken */
+    int64_t asked_ms;      /* when */
+    double asked_s;
+    natsMsg *next;         /* a reply taken early */
+    bool next_leased;      /* next is a chunk, leased to us as next_l */
+    lease next_l;
+    int64_t last_chunk_ms; /* how long the last chunk took, receipt to delivery */
 } mapper;
 
 static uint64_t next_rand(uint64_t *s)
@@ -131,11 +153,23 @@ static void poll_answers(mapper *mp);
  * last only while no saver has answered for it: the answers that came are
  * read first, and only when its extension is due (this runs after every
  * object mapped). */
+static sl_status request(mapper *mp);
+static void take_prefetched(mapper *mp);
+
 static void keep_alive(mapper *mp, lease *l)
 {
     keep_alive_one(mp, l);
     if (mp->cur && mp->cur != l)
         keep_alive_one(mp, mp->cur);
+    if (mp->prefetch_at && sl_now_ms() >= mp->prefetch_at) {
+        mp->prefetch_at = 0;
+        if (!mp->asking && !mp->next && request(mp) != SL_OK)
+            mp->asking = false;
+    }
+    if (mp->asking && sl_now_ms() - mp->asked_ms >= PREFETCH_POLL_MS)
+        take_prefetched(mp);
+    if (mp->next_leased)
+        keep_alive_one(mp, &mp->next_l);
     if (!mp->fl.active || l == &mp->fl.l || sl_now_ms() < mp->fl.l.next_progress)
         return;
     if (!mp->settling)
@@ -151,6 +185,8 @@ static bool hold(mapper *mp, lease *l, int64_t ms)
     for (int64_t now = sl_now_ms(); now < end; now = sl_now_ms()) {
         keep_alive(mp, l);
         int64_t until = end < l->next_progress ? end : l->next_progress;
+        if (mp->prefetch_at && mp->prefetch_at < until)
+            until = mp->prefetch_at;
         if (sl_stop_sleep(until - now))
             return false;
     }
@@ -538,41 +574,112 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
     return true;
 }
 
-/* Asks P.work and waits for the reply in short slices, so a stop request
- * is noticed at once even while the fetcher is silent. A reply that came
- * late, after an earlier ask gave up, is taken first and no new request is
- * sent: it is a real lease, and leaving it queued would leave a chunk
- * waiting while its lease runs. */
+static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen);
+
+/* Publishes a P.work request; its reply comes to the inbox. */
+static sl_status request(mapper *mp)
+{
+    natsMsg *req = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_WORK), (const char *)mp->inbox, NULL, 0);
+    sl_msg_set(req, SL_H_WORKER, mp->worker);
+    mp->asked_ms = sl_now_ms();
+    mp->asked_s = sl_now_s();
+    sl_status st = sl_bus_publish(mp->bus, req);
+    sl_msg_free(req);
+    mp->asking = st == SL_OK;
+    return st;
+}
+
+/* Keeps m, a reply taken early, as next. */
+static void keep_next(mapper *mp, natsMsg *m)
+{
+    mp->asking = false;
+    mp->next = m;
+    const char *status = sl_msg_str(m, SL_H_STATUS);
+    char why[256];
+    mp->next_leased = status && !strcmp(status, SL_STATUS_CHUNK) && read_lease(m, &mp->next_l, why, sizeof why);
+}
+
+/* Takes the reply to the request that is out, if it came, into next. */
+static void take_prefetched(mapper *mp)
+{
+    if (!mp->asking || mp->next)
+        return;
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 0);
+    if (s == NATS_NO_RESPONDERS)
+        mp->asking = false; /* no fetcher: the main loop will find out */
+    else if (s == NATS_OK)
+        keep_next(mp, m);
+}
+
+/* Hands back a prefetched chunk when the mapper stops: the one taken
+ * already, or the reply still on its way (waited for a moment). */
+static void drop_prefetched(mapper *mp)
+{
+    for (int64_t end = sl_now_ms() + PREFETCH_STOP_WAIT_MS; mp->asking && !mp->next && sl_now_ms() < end;) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 20);
+        if (s == NATS_OK)
+            keep_next(mp, m);
+        else if (s != NATS_TIMEOUT)
+            mp->asking = false;
+    }
+    if (mp->next_leased) {
+        send_lease_msg(mp, SL_SUBJ_RELEASE, &mp->next_l, NULL);
+        sl_info("stopping: chunk handed back", "chunk=%" PRId64, mp->next_l.chunk);
+    }
+    sl_msg_free(mp->next);
+    mp->next = NULL;
+    mp->next_leased = false;
+}
+
+/* The next reply of the fetcher: the prefetched one, or the answer to a
+ * request (sent now unless one is out), waited for in short slices so a
+ * stop is noticed at once even while the fetcher is silent. A reply that
+ * came late, after an earlier ask gave up, is taken first and no new
+ * request is sent: it is a real lease, and leaving it queued would leave a
+ * chunk waiting while its lease runs. *asked is when the request went out
+ * if the mapper waited for its reply (the dispatch round trip), else 0. */
 static sl_status ask(mapper *mp, natsMsg **reply, double *asked)
 {
+    *asked = 0;
+    if (mp->next) {
+        *reply = mp->next;
+        mp->next = NULL;
+        mp->next_leased = false;
+        return SL_OK;
+    }
     natsMsg *m = NULL;
     natsStatus s = natsSubscription_NextMsg(&m, mp->replies, 0);
     if (s == NATS_OK) {
         *reply = m;
-        *asked = 0; /* not the answer to a request timed here */
+        mp->asking = false;
         return SL_OK;
     }
-    natsMsg *req = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_WORK), (const char *)mp->inbox, NULL, 0);
-    sl_msg_set(req, SL_H_WORKER, mp->worker);
-    double t0 = sl_now_s();
-    sl_status st = sl_bus_publish(mp->bus, req);
-    sl_msg_free(req);
-    if (st)
-        return st;
-    int64_t deadline = sl_now_ms() + REQUEST_TIMEOUT_MS;
+    if (!mp->asking) {
+        sl_status st = request(mp);
+        if (st)
+            return st;
+    }
+    int64_t deadline = mp->asked_ms + REQUEST_TIMEOUT_MS;
     while (!sl_stop_requested()) {
         s = natsSubscription_NextMsg(&m, mp->replies, 100);
         if (s == NATS_OK) {
             *reply = m;
-            *asked = t0;
+            *asked = mp->asked_s;
+            mp->asking = false;
             return SL_OK;
         }
-        if (s == NATS_NO_RESPONDERS)
+        if (s == NATS_NO_RESPONDERS) {
+            mp->asking = false;
             return sl_fail(SL_ENOTFOUND, "nobody listens on %s", sl_bus_subject(mp->bus, SL_SUBJ_WORK));
+        }
         if (s != NATS_TIMEOUT)
             return sl_nats_fail(s, "waiting for the fetcher");
-        if (sl_now_ms() >= deadline)
+        if (sl_now_ms() >= deadline) {
+            mp->asking = false;
             return sl_fail(SL_ETIMEOUT, "no reply from the fetcher within %d ms", REQUEST_TIMEOUT_MS);
+        }
     }
     return sl_fail(SL_ETIMEOUT, "stopping");
 }
@@ -617,6 +724,10 @@ int sl_mapper_main(const sl_config *cfg)
     mp.m_dispatch = sl_metrics_histogram(m, "sluice_dispatch_seconds",
                                          "From asking for work to receiving a chunk (replies with a chunk only).",
                                          "", dispatch_bounds, (int)(sizeof dispatch_bounds / sizeof dispatch_bounds[0]));
+    mp.m_wait = sl_metrics_histogram(m, "sluice_work_wait_seconds",
+                                     "From being free for a chunk to having one: 0 when it was prefetched "
+                                     "(replies with a chunk only).",
+                                     "", dispatch_bounds, (int)(sizeof dispatch_bounds / sizeof dispatch_bounds[0]));
     mp.bad_header = sl_telemetry_bad(&mp.tel, "bad_header");
     mp.bad_body = sl_telemetry_bad(&mp.tel, "bad_body");
     mp.bad_status = sl_telemetry_bad(&mp.tel, "bad_status");
@@ -639,6 +750,10 @@ int sl_mapper_main(const sl_config *cfg)
     while (!sl_stop_requested()) {
         natsMsg *reply = NULL;
         double asked = 0;
+        lease prefetched = {0};
+        if (mp.next_leased)
+            prefetched = mp.next_l;
+        double free_since = sl_now_s();
         sl_status st = ask(&mp, &reply, &asked);
         if (st != SL_OK) {
             if (sl_stop_requested())
@@ -662,13 +777,22 @@ int sl_mapper_main(const sl_config *cfg)
         if (status && !strcmp(status, SL_STATUS_CHUNK)) {
             if (asked > 0)
                 sl_metric_observe(mp.m_dispatch, sl_now_s() - asked);
+            sl_metric_observe(mp.m_wait, sl_now_s() - free_since);
             lease l;
             char why[256];
             said_done = false;
             if (read_lease(reply, &l, why, sizeof why)) {
+                if (prefetched.token && prefetched.chunk == l.chunk)
+                    l.next_progress = prefetched.next_progress; /* kept alive meanwhile */
                 sl_metric_set(mp.m_busy, 1);
                 mp.cur = &l;
+                int64_t t0 = sl_now_ms(), lead = cfg->prefetch_lead_ms;
+                if (lead > 0 && mp.last_chunk_ms > 0)
+                    mp.prefetch_at = t0 + (mp.last_chunk_ms > lead ? mp.last_chunk_ms - lead : 0);
+                keep_alive(&mp, &l); /* asks now if the chunks are that quick */
                 process(&mp, reply, &l);
+                mp.prefetch_at = 0;
+                mp.last_chunk_ms = sl_now_ms() - t0 > 0 ? sl_now_ms() - t0 : 1;
                 mp.cur = NULL;
                 sl_metric_set(mp.m_busy, 0);
             }
@@ -699,6 +823,7 @@ int sl_mapper_main(const sl_config *cfg)
         sl_msg_free(reply);
     }
     settle(&mp); /* stopping: hands the chunk in flight back unless answered */
+    drop_prefetched(&mp);
     rc = 0;
     sl_info("mapper stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64,
             mp.chunks, mp.objects, mp.dead, mp.bad_messages);

@@ -2,6 +2,7 @@
  * chunk back (and it is leased again at once), a saver finishes and
  * confirms what it took, a fetcher writes its ledger before it goes. */
 #include <signal.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,59 @@ SL_TEST(shutdown_mapper_hands_its_chunk_back_at_once, 60)
             (long long)done);
     tp_verify_sink(r.db, 100, 100, 0);
     th_proc_free(fast), th_proc_free(slow), th_proc_free(s), th_proc_free(f);
+    rig_stop(&r);
+}
+
+/* Polls P.status until chunks.leased reaches want; returns whether it did
+ * within timeout_ms. */
+static bool leased_reaches(natsConnection *nc, int64_t want, int timeout_ms)
+{
+    for (int64_t end = th_now_ms() + timeout_ms; th_now_ms() < end; usleep(5000)) {
+        json_t *st = tp_status(nc);
+        int64_t n = st ? tp_stat(st, "chunks", "leased") : -1;
+        json_decref(st);
+        if (n == want)
+            return true;
+    }
+    return false;
+}
+
+/* A mapper asks for its next chunk --prefetch-lead-ms before the current
+ * one should be done (judged by the last one). With no saver to take its
+ * results it keeps one chunk in flight and maps the next: two leases;
+ * prefetching, it asks for a third; with the lead at 0 it never does.
+ * Stopped, it hands back all three, far inside the lease. */
+SL_TEST(shutdown_mapper_prefetches_and_hands_every_chunk_back, 60)
+{
+    rig r;
+    rig_start(&r);
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "3000", "--lease-ms", "60000", r.ledger, NULL};
+    const char *noargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "0", NULL};
+    const char *preargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "250", NULL};
+    th_proc *f = th_spawn("fetcher", fargv, r.env);
+
+    th_proc *no = th_spawn("no-prefetch", noargv, r.env);
+    CHECK_MSG(leased_reaches(r.nc, 2, 10000), "the mapper did not keep a chunk in flight");
+    CHECK_MSG(!leased_reaches(r.nc, 3, 1500), "a mapper without prefetch asked ahead");
+    th_proc_kill(no, SIGTERM);
+    CHECK_INT(th_proc_wait(no, 5000), ==, 0);
+    CHECK_MSG(leased_reaches(r.nc, 0, 5000), "chunks stayed leased after the first mapper stopped");
+
+    th_proc *pre = th_spawn("prefetch", preargv, r.env);
+    CHECK_MSG(leased_reaches(r.nc, 3, 10000), "the mapper never asked ahead");
+    int64_t t0 = th_now_ms();
+    th_proc_kill(pre, SIGTERM);
+    CHECK_INT(th_proc_wait(pre, 5000), ==, 0);
+    CHECK_MSG(leased_reaches(r.nc, 0, 5000), "chunks stayed leased after the mapper stopped");
+    int64_t back = th_now_ms() - t0;
+    CHECK_INT(th_count_in_file(th_proc_log_path(pre), "stopping: chunk handed back"), ==, 3);
+    json_t *st = tp_status(r.nc);
+    CHECK_INT(tp_stat(st, "leases", "expired"), ==, 0);
+    json_decref(st);
+    fprintf(stderr, "    three chunks back %lld ms after SIGTERM\n", (long long)back);
+    th_proc_kill(f, SIGTERM);
+    th_proc_wait(f, 10000);
+    th_proc_free(pre), th_proc_free(no), th_proc_free(f);
     rig_stop(&r);
 }
 
