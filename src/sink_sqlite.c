@@ -304,7 +304,7 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
      * (chaos_saver_disk_full_then_freed). A merge's transactions make the
      * WAL grow beyond that while they run; journal_size_limit gives the
      * room back after the checkpoint. */
-    if ((st = sl_db_exec(s->db, "PRAGMA cache_size=-8192; PRAGMA journal_size_limit=16777216")))
+    if ((st = sl_db_exec(s->db, "PRAGMA cache_size=-8192; PRAGMA journal_size_limit=16777216; PRAGMA threads=1")))
         goto fail;
     sl_buf_printf(&sql,
                   "CREATE TABLE IF NOT EXISTS %s(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
