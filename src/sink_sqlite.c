@@ -304,7 +304,14 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
      * (chaos_saver_disk_full_then_freed). A merge's transactions make the
      * WAL grow beyond that while they run; journal_size_limit gives the
      * room back after the checkpoint. */
-    if ((st = sl_db_exec(s->db, "PRAGMA cache_size=-8192; PRAGMA journal_size_limit=16777216; PRAGMA threads=1")))
+    /* secure_delete=FAST (Debian builds SQLite with it ON): the staging
+     * tables free their pages at every merge, and ON zeroes each freed
+     * page through the WAL: emptying 1,000,000 staged rows wrote 121 MB
+     * that way, 128 KB with FAST. The freed pages hold copies of rows the
+     * objects table keeps, so zeroing them hides nothing; FAST still
+     * clears deleted content within the pages that stay in use. */
+    if ((st = sl_db_exec(s->db, "PRAGMA cache_size=-8192; PRAGMA journal_size_limit=16777216; PRAGMA threads=1;"
+                                " PRAGMA secure_delete=FAST")))
         goto fail;
     sl_buf_printf(&sql,
                   "CREATE TABLE IF NOT EXISTS %s(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
