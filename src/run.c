@@ -48,6 +48,10 @@
 #define QUICK_EXIT_MS 2000
 #define GIVE_UP_AFTER 3
 #define STOP_GRACE_MS 5000
+/* A saver stopping merges what its sink has staged (sink_sqlite.c): a
+ * few seconds at 10 million rows. Killed sooner, it would leave objects
+ * out of the objects table until a saver runs on the file again. */
+#define SAVER_GRACE_MS 120000
 
 /* Infrastructure (nats-server, the exporter, Prometheus) and the roles. */
 typedef enum { K_NATS, K_EXPORTER, K_PROMETHEUS, K_FETCHER, K_SAVER, K_MAPPER } kind;
@@ -625,7 +629,7 @@ static void stop_children(launcher *ln, bool infra)
     for (int i = 0; i < ln->nkids; i++)
         if (ln->kids[i].pid > 0 && (infra || !is_infra(ln->kids[i].kind)))
             kill(ln->kids[i].pid, SIGTERM);
-    int64_t deadline = sl_now_ms() + STOP_GRACE_MS;
+    int64_t t0 = sl_now_ms();
     for (;;) {
         bool any = false;
         for (int i = 0; i < ln->nkids; i++) {
@@ -636,7 +640,7 @@ static void stop_children(launcher *ln, bool infra)
                 drain_child(ln, c);
             if (reap(c, NULL, WNOHANG) == c->pid)
                 c->pid = 0;
-            else if (sl_now_ms() > deadline)
+            else if (sl_now_ms() - t0 > (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS))
                 kill(c->pid, SIGKILL);
             else
                 any = true;
@@ -926,11 +930,13 @@ static int supervise(const sl_config *cfg, sl_forkserver *fs, int64_t started_ms
             next_progress = sl_now_ms() + progress_ms;
         }
     }
-    ln.ended_ms = sl_now_ms();
     /* The fetcher publishes P.done just before it exits; let it arrive. */
     if (rc == 0 || rc == 3)
         natsConnection_FlushTimeout(sl_bus_nc(ln.bus), 500);
     stop_children(&ln, false);
+    /* The job's time ends when the savers have stopped: only then is
+     * every object where readers look for it (a saver's last merge). */
+    ln.ended_ms = sl_now_ms();
     if (!cfg->monitor) {
         /* Nothing needs NATS any more: stopping it now lets the summary
          * count its resources too. */

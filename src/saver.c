@@ -14,7 +14,13 @@
  * into the transaction (SL_STATUS_ACCEPTED): a mapper keeps one chunk
  * unanswered at most, so a saver's queue holds about one chunk per mapper
  * however slow the sink is. If the saver dies before the commit, the
- * chunks' leases run out and they are sent again. */
+ * chunks' leases run out and they are sent again.
+ *
+ * Deferred writes: after each commit and its confirmations, and whenever
+ * no chunk came for IDLE_SETTLE_MS, the saver lets the sink settle
+ * (sl_sink_settle: the SQLite sink merges staged objects into its objects
+ * table), and at exit it settles everything, so a job that ends leaves
+ * every object where readers look for it. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -42,6 +48,13 @@
  * waiting longer only delays their confirmation. Under load chunks come
  * far more often than this, and batches stay whole. */
 #define IDLE_COMMIT_MS 5
+/* The sink's deferred work (the SQLite sink's merge of staged objects,
+ * sink_sqlite.c) is done when it is due after a commit, and otherwise once
+ * no chunk came for this long: the job has ended or paused. Waiting longer
+ * than a group commit keeps the merges large while chunks still come. */
+#define IDLE_SETTLE_MS 200
+/* After a failed merge (a full disk), the next try waits this long. */
+#define SETTLE_RETRY_MS 1000
 
 /* A chunk written in the open transaction, awaiting its commit. */
 typedef struct {
@@ -67,6 +80,8 @@ typedef struct {
     double batch_t0;
     int64_t batch_due_ms; /* commit it then */
     int64_t last_put_ms;  /* when a chunk last joined it */
+    bool settle_more;     /* the sink has deferred work */
+    int64_t settle_at_ms; /* not before then (after a failure) */
     sl_telemetry tel;
     sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready, *m_commits;
     sl_metric *bad_header, *bad_body;
@@ -111,6 +126,27 @@ static void release(saver *s, batched *b)
     sl_bus_publish(s->bus, r);
     sl_msg_free(r);
     answer(s, b, SL_STATUS_RELEASED);
+}
+
+/* Lets the sink do its deferred work (sl_sink_settle); chunks wait
+ * meanwhile. A failure counts as a failed transaction: nothing is lost
+ * (the work stays deferred), but the sink is not well. Called with mu held
+ * and no transaction open. */
+static void settle(saver *s, sl_settle how)
+{
+    bool more = false;
+    if (sl_now_ms() < s->settle_at_ms && how != SL_SETTLE_ALL)
+        return;
+    if (sl_sink_settle(s->sink, how, &more) != SL_OK) {
+        sl_error("deferred write failed", "error=%s", sl_log_q(sl_errmsg()));
+        s->failed_commits++;
+        sl_metric_inc(s->m_failures);
+        s->sink_ok = false;
+        sl_metric_set(s->m_ready, 0);
+        s->settle_at_ms = sl_now_ms() + SETTLE_RETRY_MS;
+        more = true;
+    }
+    s->settle_more = more;
 }
 
 /* Room left for headers when a batch of confirmations is sized. */
@@ -183,6 +219,9 @@ static void end_batch(saver *s, bool ok)
     sl_buf_free(&body);
     s->nbatch = 0;
     s->batch_objects = 0;
+    /* After the confirmations: a merge delays the next chunks, not these. */
+    if (st == SL_OK)
+        settle(s, SL_SETTLE_DUE);
 }
 
 static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -362,6 +401,7 @@ int sl_saver_main(const sl_config *cfg)
         goto cleanup;
     }
     s.sink_ok = true;
+    s.settle_more = true; /* an earlier run may have left some */
     if ((st = sl_telemetry_start(&s.tel, cfg, "saver", ready, &s)) != SL_OK) {
         fprintf(stderr, "sluice saver: %s\n", sl_errmsg());
         rc = st == SL_EINVAL ? 2 : 1;
@@ -393,6 +433,8 @@ int sl_saver_main(const sl_config *cfg)
         pthread_mutex_lock(&s.mu);
         if (s.nbatch && (sl_now_ms() >= s.batch_due_ms || sl_now_ms() - s.last_put_ms >= IDLE_COMMIT_MS))
             end_batch(&s, true);
+        else if (!s.nbatch && s.settle_more && sl_now_ms() - s.last_put_ms >= IDLE_SETTLE_MS)
+            settle(&s, SL_SETTLE_IDLE);
         pthread_mutex_unlock(&s.mu);
         if (sl_now_ms() < next_outage_check)
             continue;
@@ -426,6 +468,10 @@ cleanup:
     sl_bus_drain(s.bus, 5000);
     pthread_mutex_lock(&s.mu);
     end_batch(&s, true);
+    /* Leaves the sink as readers expect it after a job: everything in the
+     * objects table. Killed meanwhile, the next saver finishes it. */
+    if (s.sink)
+        settle(&s, SL_SETTLE_ALL);
     pthread_mutex_unlock(&s.mu);
     sl_bus_close(s.bus, 5000);
     free(s.batch);

@@ -81,6 +81,12 @@ sl_status sl_sink_commit(sl_sink *s) { return s->ops->commit(s->impl); }
 
 void sl_sink_rollback(sl_sink *s) { s->ops->rollback(s->impl); }
 
+sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more)
+{
+    *more = false;
+    return s->ops->settle ? s->ops->settle(s->impl, how, more) : SL_OK;
+}
+
 void sl_sink_destroy(sl_sink *s)
 {
     if (!s)

@@ -1,13 +1,14 @@
 /* sink.h - where a saver writes mapped objects.
  *
- * One chunk is one transaction: begin, put every object (upsert by id),
- * record the chunk and any dead letters, commit. Only after commit returns
+ * One chunk is one transaction (or part of one): begin, put every object
+ * (upsert by id), record the chunk and any dead letters, commit. Only after commit returns
  * SL_OK may the saver confirm the chunk. Writing a chunk again leaves the
  * sink as it was (exactly one row per object id), which is what makes
  * at-least-once delivery effectively once. A sink is used by one thread. */
 #ifndef SL_SINK_H
 #define SL_SINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,19 @@ sl_status sl_sink_chunk(sl_sink *s, int64_t chunk, int64_t count, int64_t attemp
 sl_status sl_sink_commit(sl_sink *s);
 void sl_sink_rollback(sl_sink *s);
 
+/* Work a sink may defer past a commit without weakening it: the SQLite
+ * sink stages the objects of a large table and merges them into the
+ * objects table later (sink_sqlite.c), so a committed chunk's objects may
+ * reach that table after its confirmation. Settling does that work, in
+ * transactions of its own, between chunk transactions (never inside one):
+ * SL_SETTLE_DUE what is due now (called after each commit), SL_SETTLE_IDLE
+ * one bounded step of whatever is deferred (when no chunks come),
+ * SL_SETTLE_ALL all of it (a saver stopping). *more says whether deferred
+ * work remains. A failure leaves the deferred work as it was. Sinks that
+ * defer nothing return SL_OK with *more false. */
+typedef enum { SL_SETTLE_DUE, SL_SETTLE_IDLE, SL_SETTLE_ALL } sl_settle;
+sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more);
+
 void sl_sink_destroy(sl_sink *s); /* accepts NULL */
 
 /* The operations a sink implementation provides (sink_sqlite.c, ...). */
@@ -51,6 +65,7 @@ typedef struct {
     sl_status (*commit)(void *impl);
     void (*rollback)(void *impl);
     void (*destroy)(void *impl);
+    sl_status (*settle)(void *impl, sl_settle how, bool *more); /* NULL: nothing deferred */
 } sl_sink_ops;
 
 /* The three table names of o->table (NULL: "objects"), each double-quoted

@@ -313,7 +313,7 @@ static void nd_destroy(void *impl)
 }
 
 static const sl_sink_ops ndjson_ops = {
-    nd_begin, nd_put, nd_dead, nd_chunk, nd_commit, nd_rollback, nd_destroy,
+    nd_begin, nd_put, nd_dead, nd_chunk, nd_commit, nd_rollback, nd_destroy, NULL,
 };
 
 static sl_status open_append(const char *path, int *fd)

@@ -412,7 +412,7 @@ static void pg_destroy(void *impl)
 }
 
 static const sl_sink_ops pg_ops = {
-    pg_begin, pg_put, pg_dead, pg_chunk, pg_commit, pg_rollback, pg_destroy,
+    pg_begin, pg_put, pg_dead, pg_chunk, pg_commit, pg_rollback, pg_destroy, NULL,
 };
 
 sl_status sl_sink_pg_open(const char *uri, const sl_sink_opts *o, void **impl, const sl_sink_ops **ops)

@@ -1034,6 +1034,73 @@ SL_TEST(chaos_saver_disk_full_then_freed, 90)
     detach_disk();
 }
 
+/* ---- a saver killed between staging and merging ------------------------- */
+
+/* A saver whose SQLite sink stages every object and merges 3,000 at a
+ * time in slices of 200 (sink_sqlite.c), so that a kill finds rows staged,
+ * or a merge half done. */
+static th_proc *staging_saver(rig *r, int *port)
+{
+    const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=3000",
+                         "SLUICE_SQLITE_SLICE_ROWS=200", NULL};
+    const char *argv[] = {"sluice", "saver", "--http", "127.0.0.1:0", r->sink_flag, NULL};
+    th_proc *s = th_spawn("saver", argv, env);
+    *port = tp_http_port(s);
+    return s;
+}
+
+SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
+{
+    /* SIGKILL the saver three times: once with rows staged and none being
+     * merged, twice in the middle of a merge (rows sorted, some of them
+     * already in the objects table). After each a new saver takes over the
+     * file; when the job is done and the last saver has stopped, every
+     * object is in the objects table exactly once, with its doc, and
+     * nothing is left staged. */
+    th_nats *ns = th_nats_start(NULL);
+    rig r;
+    rig_start(&r, th_nats_url(ns), NULL);
+    const char *fextra[] = {"--objects", "30000", "--lease-ms", "1000", NULL};
+    const char *mextra[] = {"--work-ms", "2", NULL};
+    int sport;
+    th_proc *s = staging_saver(&r, &sport);
+    th_proc *m1 = role(&r, "mapper1", "mapper", mextra, NULL), *m2 = role(&r, "mapper2", "mapper", mextra, NULL);
+    th_proc *f = role(&r, "fetcher", "fetcher", fextra, NULL);
+    /* The moments to kill at: rows staged and no merge under way; then a
+     * merge that this saver has brought some way but not to its end. */
+    char when[3][256];
+    snprintf(when[0], sizeof when[0], "SELECT (SELECT count(*) FROM objects_staged) > 0 AND"
+             " (SELECT count(*) FROM objects_sorted) = 0");
+    for (int k = 0; k < 3; k++) {
+        if (k > 0)
+            snprintf(when[k], sizeof when[k], "SELECT (SELECT count(*) FROM objects) > %lld AND"
+                     " (SELECT count(*) FROM objects_sorted) > 0",
+                     (long long)sql_int(r.db, "SELECT count(*) FROM objects"));
+        int64_t deadline = th_now_ms() + 20000;
+        while (!sql_int(r.db, when[k])) {
+            CHECK_MSG(th_now_ms() < deadline, "kill %d: never saw \"%s\"", k + 1, when[k]);
+            sleep_ms(1);
+        }
+        th_proc_kill(s, SIGKILL);
+        CHECK_INT(th_proc_wait(s, 5000), ==, 128 + SIGKILL);
+        fprintf(stderr, "    kill %d: objects %lld, staged %lld, sorted %lld\n", k + 1,
+                (long long)sql_int(r.db, "SELECT count(*) FROM objects"),
+                (long long)sql_int(r.db, "SELECT count(*) FROM objects_staged"),
+                (long long)sql_int(r.db, "SELECT count(*) FROM objects_sorted"));
+        th_proc_free(s);
+        s = staging_saver(&r, &sport);
+    }
+    CHECK_INT(th_proc_wait(f, 60000), ==, 0);
+    stop_clean(m1), stop_clean(m2), stop_clean(s);
+    th_proc_free(f);
+    CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_staged"), ==, 0);
+    CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_sorted"), ==, 0);
+    tp_verify_sink(r.db, 30000, 100, 0);
+    verify_ledger_done(r.ledger, 300);
+    rig_stop(&r);
+    th_nats_stop(ns);
+}
+
 /* ---- a saver far slower than its mappers --------------------------------- */
 
 /* VmRSS of a process in KiB, or -1 once it is gone. */

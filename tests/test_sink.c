@@ -430,3 +430,233 @@ SL_TEST(sink_table_names_its_tables, 5)
     sqlite3_close(db);
     free(path);
 }
+
+/* ---- staging: objects of a large table are merged later (sink_sqlite.c) -- */
+
+/* Stages every object (the table counts as large from the first row), and
+ * merges in slices of `slice` rows. */
+static void stage_always(int slice)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%d", slice);
+    setenv("SLUICE_SQLITE_DIRECT_ROWS", "0", 1);
+    setenv("SLUICE_SQLITE_SLICE_ROWS", v, 1);
+    setenv("SLUICE_SQLITE_MERGE_ROWS", "1000000000", 1);
+    setenv("SLUICE_SQLITE_MERGE_AGE_MS", "1000000000", 1);
+}
+
+static bool settle(sl_sink *s, sl_settle how)
+{
+    bool more = true;
+    CHECK_MSG(sl_sink_settle(s, how, &more) == SL_OK, "settle: %s", sl_errmsg());
+    return more;
+}
+
+static int64_t rows_left(sqlite3 *db)
+{
+    return q_int(db, "SELECT (SELECT count(*) FROM objects_staged) + (SELECT count(*) FROM objects_sorted)");
+}
+
+SL_TEST(sink_staged_objects_reach_the_table_at_merge_last_wins, 5)
+{
+    stage_always(2);
+    char *path = th_path("staged.db");
+    sl_sink *s = open_sink(path);
+    /* Chunk 1: u1 twice (the later wins), u2, u3. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u1", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u2", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u1", "{\"v\":2}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u3", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 1, 4, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    /* Committed: the chunk's record at once, its objects staged. */
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 1);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
+    CHECK_INT(rows_left(db), ==, 4);
+    /* Nothing is due yet; an idle step sorts, the next ones merge a slice
+     * of two rows each. */
+    CHECK(settle(s, SL_SETTLE_DUE));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
+    CHECK(settle(s, SL_SETTLE_IDLE));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 4);
+    CHECK(settle(s, SL_SETTLE_IDLE));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 2);
+    /* u1's two rows were the first slice, in order. */
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u1'", "{\"v\":2}");
+    /* Chunk 2 arrives in the middle of the merge: u2 again, u4. It is
+     * newer than what is sorted, and must win over it. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u2", "{\"v\":3}", 7, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u4", "{\"v\":3}", 7, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 2, 2, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    /* A merge under way goes on at every due step. */
+    CHECK(settle(s, SL_SETTLE_DUE));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 0);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u2'", "{\"v\":1}");
+    CHECK(!settle(s, SL_SETTLE_ALL));
+    CHECK_INT(rows_left(db), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 4);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u1'", "{\"v\":2}");
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u2'", "{\"v\":3}");
+    CHECK_INT(q_int(db, "SELECT chunk FROM objects WHERE id = 'u2'"), ==, 2);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u3'", "{\"v\":1}");
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u4'", "{\"v\":3}");
+    /* Across merges: u3 again replaces the merged row. */
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "u3", "{\"v\":4}", 7, 3), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    CHECK(!settle(s, SL_SETTLE_ALL));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 4);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'u3'", "{\"v\":4}");
+    CHECK_INT(q_int(db, "SELECT chunk FROM objects WHERE id = 'u3'"), ==, 3);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path);
+}
+
+SL_TEST(sink_direct_while_small_then_staged, 5)
+{
+    /* Below SLUICE_SQLITE_DIRECT_ROWS rows objects are upserted at once;
+     * from then on they are staged, and a sink opened on staged rows finds
+     * its merge due. */
+    setenv("SLUICE_SQLITE_DIRECT_ROWS", "3", 1);
+    setenv("SLUICE_SQLITE_MERGE_ROWS", "1000000000", 1);
+    setenv("SLUICE_SQLITE_MERGE_AGE_MS", "1000000000", 1);
+    char *path = th_path("direct.db");
+    sl_sink *s = open_sink(path);
+    sqlite3 *db = reader(path);
+    const char *ids[] = {"a", "b", "c", "d", "e"};
+    for (int k = 0; k < 5; k++) {
+        CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+        CHECK_INT(sl_sink_put(s, ids[k], "{}", 2, k), ==, SL_OK);
+        CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+        CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, k < 3 ? k + 1 : 3);
+    }
+    CHECK(settle(s, SL_SETTLE_DUE)); /* not due: two rows, just staged */
+    CHECK_INT(rows_left(db), ==, 2);
+    sl_sink_destroy(s);
+    s = open_sink(path);
+    CHECK(settle(s, SL_SETTLE_DUE)); /* left by an earlier sink: due */
+    while (settle(s, SL_SETTLE_DUE))
+        ;
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 5);
+    CHECK_INT(rows_left(db), ==, 0);
+    /* A merge is due once MERGE_ROWS rows are staged. */
+    sl_sink_destroy(s);
+    setenv("SLUICE_SQLITE_MERGE_ROWS", "2", 1);
+    s = open_sink(path);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "f", "{}", 2, 9), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    CHECK(settle(s, SL_SETTLE_DUE));
+    CHECK_INT(rows_left(db), ==, 1);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "g", "{}", 2, 9), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    while (settle(s, SL_SETTLE_DUE))
+        ;
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 7);
+    sl_sink_destroy(s);
+
+    /* A small table with rows staged (by a sink that staged everything)
+     * stays staged: upserted directly, "h" would be overwritten by its
+     * older staged row at the merge. */
+    setenv("SLUICE_SQLITE_DIRECT_ROWS", "0", 1);
+    setenv("SLUICE_SQLITE_MERGE_ROWS", "1000000000", 1);
+    char *path2 = th_path("direct2.db");
+    s = open_sink(path2);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "h", "{\"v\":1}", 7, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    sl_sink_destroy(s);
+    setenv("SLUICE_SQLITE_DIRECT_ROWS", "1000", 1);
+    s = open_sink(path2);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "h", "{\"v\":2}", 7, 2), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    CHECK(!settle(s, SL_SETTLE_ALL));
+    sqlite3 *db2 = reader(path2);
+    check_text(db2, "SELECT doc FROM objects WHERE id = 'h'", "{\"v\":2}");
+    sqlite3_close(db2);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+    free(path2);
+    free(path);
+}
+
+/* A model of the objects table: the doc of each of NIDS ids (0: none). */
+#define NIDS 97
+
+/* One chunk, `round`: up to 40 objects of ids chosen by the round alone,
+ * some twice. */
+static void put_round(sl_sink *s, int *model, int round)
+{
+    uint32_t rng = (uint32_t)round * 2654435761u;
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    int n = 1 + (int)((rng >> 4) % 40);
+    for (int k = 0; k < n; k++) {
+        rng = rng * 1103515245u + 12345u;
+        int id = (int)((rng >> 8) % NIDS);
+        char key[16], doc[32];
+        snprintf(key, sizeof key, "id%02d", id);
+        snprintf(doc, sizeof doc, "{\"v\":%d}", round * 100 + k);
+        CHECK_INT(sl_sink_put(s, key, doc, strlen(doc), round), ==, SL_OK);
+        model[id] = round * 100 + k;
+    }
+    CHECK_INT(sl_sink_chunk(s, round, n, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+}
+
+static void check_model(const char *path, const int *model)
+{
+    sqlite3 *db = reader(path);
+    CHECK_INT(rows_left(db), ==, 0);
+    int n = 0;
+    for (int id = 0; id < NIDS; id++) {
+        if (!model[id])
+            continue;
+        n++;
+        char sql[96], want[32];
+        snprintf(sql, sizeof sql, "SELECT doc FROM objects WHERE id = 'id%02d'", id);
+        snprintf(want, sizeof want, "{\"v\":%d}", model[id]);
+        check_text(db, sql, want);
+    }
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, n);
+    sqlite3_close(db);
+}
+
+SL_TEST(sink_two_sinks_interleave_puts_and_merges, 20)
+{
+    /* Two savers on one file, each writing chunks and merging slices in
+     * any interleaving: every id ends with its last doc. */
+    stage_always(7);
+    setenv("SLUICE_SQLITE_MERGE_ROWS", "50", 1);
+    char *path = th_path("interleave.db");
+    sl_sink *a = open_sink(path), *b = open_sink(path);
+    int model[NIDS] = {0};
+    uint32_t rng = 7;
+    for (int round = 1; round < 400; round++) {
+        rng = rng * 1103515245u + 12345u;
+        sl_sink *s = (rng >> 16) & 1 ? a : b;
+        switch ((rng >> 17) % 4) {
+        case 0:
+            settle(s, SL_SETTLE_IDLE);
+            break;
+        case 1:
+            settle(s, SL_SETTLE_DUE);
+            break;
+        default:
+            put_round(s, model, round);
+        }
+    }
+    while (settle(a, SL_SETTLE_IDLE) | settle(b, SL_SETTLE_IDLE))
+        ;
+    check_model(path, model);
+    sl_sink_destroy(a);
+    sl_sink_destroy(b);
+    free(path);
+}
