@@ -14,6 +14,7 @@
  * (forkserver.h) that run starts before anything else, not exec'd: 50
  * mappers then start in a fraction of the time. nats-server and Prometheus
  * are exec'd, and so is every child if the fork server cannot be had. */
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -624,6 +625,27 @@ static void print_summary(launcher *ln, int rc)
 }
 
 /* Stops the roles, and the infrastructure too when `infra`. */
+/* How long run waits for its Prometheus to be ready before pointing to it. */
+#define PROMETHEUS_READY_MS 30000
+
+/* True once the Prometheus on port answers its readiness check (200). */
+static bool prometheus_ready(int port)
+{
+    CURL *c = curl_easy_init();
+    if (!c)
+        return false;
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/-/ready", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+    long code = 0;
+    bool ok = curl_easy_perform(c) == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+              code == 200;
+    curl_easy_cleanup(c);
+    return ok;
+}
+
 static void stop_children(launcher *ln, bool infra)
 {
     for (int i = 0; i < ln->nkids; i++)
@@ -948,10 +970,17 @@ static int supervise(const sl_config *cfg, sl_forkserver *fs, int64_t started_ms
     print_summary(&ln, rc);
     if (cfg->monitor && (rc == 0 || rc == 3)) {
         /* The job is over; its history is in Prometheus, which stays up
-         * (with NATS and the exporter) for a person to look at. */
-        for (int i = 0; i < ln.nkids; i++)
-            if (ln.kids[i].kind == K_PROMETHEUS)
-                say(&ln, "Prometheus stays up at http://127.0.0.1:%d until Ctrl-C", ln.kids[i].http_port);
+         * (with NATS and the exporter) for a person to look at - once it
+         * answers: it opens its storage a few seconds after it starts,
+         * and a small job is over before that. */
+        for (int i = 0; i < ln.nkids; i++) {
+            if (ln.kids[i].kind != K_PROMETHEUS)
+                continue;
+            for (int64_t until = sl_now_ms() + PROMETHEUS_READY_MS;
+                 !sl_stop_requested() && sl_now_ms() < until && !prometheus_ready(ln.kids[i].http_port);)
+                step(&ln);
+            say(&ln, "Prometheus stays up at http://127.0.0.1:%d until Ctrl-C", ln.kids[i].http_port);
+        }
         while (!sl_stop_requested() && step(&ln) < 0)
             ;
     }
