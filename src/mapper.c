@@ -148,14 +148,13 @@ static void keep_alive_one(mapper *mp, lease *l)
 }
 
 static void poll_answers(mapper *mp);
+static sl_status request(mapper *mp);
+static void take_prefetched(mapper *mp);
 
 /* Keeps l, the chunk being mapped and the chunk in flight alive - the
  * last only while no saver has answered for it: the answers that came are
  * read first, and only when its extension is due (this runs after every
  * object mapped). */
-static sl_status request(mapper *mp);
-static void take_prefetched(mapper *mp);
-
 static void keep_alive(mapper *mp, lease *l)
 {
     keep_alive_one(mp, l);
@@ -163,8 +162,8 @@ static void keep_alive(mapper *mp, lease *l)
         keep_alive_one(mp, mp->cur);
     if (mp->prefetch_at && sl_now_ms() >= mp->prefetch_at) {
         mp->prefetch_at = 0;
-        if (!mp->asking && !mp->next && request(mp) != SL_OK)
-            mp->asking = false;
+        if (!mp->asking && !mp->next)
+            request(mp); /* a failure leaves asking false: the main loop asks */
     }
     if (mp->asking && sl_now_ms() - mp->asked_ms >= PREFETCH_POLL_MS)
         take_prefetched(mp);
@@ -574,8 +573,6 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
     return true;
 }
 
-static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen);
-
 /* Publishes a P.work request; its reply comes to the inbox. */
 static sl_status request(mapper *mp)
 {
@@ -792,7 +789,8 @@ int sl_mapper_main(const sl_config *cfg)
                 keep_alive(&mp, &l); /* asks now if the chunks are that quick */
                 process(&mp, reply, &l);
                 mp.prefetch_at = 0;
-                mp.last_chunk_ms = sl_now_ms() - t0 > 0 ? sl_now_ms() - t0 : 1;
+                int64_t took = sl_now_ms() - t0;
+                mp.last_chunk_ms = took > 0 ? took : 1; /* 0 means "none yet" */
                 mp.cur = NULL;
                 sl_metric_set(mp.m_busy, 0);
             }
