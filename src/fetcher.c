@@ -356,8 +356,9 @@ static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     fetcher *f = closure;
     sl_saved_entry e = {0};
     int64_t lines;
+    bool single = sl_msg_str(m, SL_H_CHUNK) != NULL;
     sl_status st = sl_msg_int(m, SL_H_CHUNKS, 1, SL_SAVED_BATCH_MAX, &lines);
-    if (st == SL_OK && !sl_msg_str(m, SL_H_CHUNK)) {
+    if (st == SL_OK && !single) {
         const char *p = natsMsg_GetData(m), *end = p + natsMsg_GetDataLength(m);
         int64_t k = 0;
         for (; k < lines && p < end; k++) {
@@ -370,7 +371,7 @@ static void on_saved(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
             count_bad(f, BAD_HEADER, m, "the body does not hold Sluice-Chunks lines");
         goto out;
     }
-    if (st != SL_ENOTFOUND && !sl_msg_str(m, SL_H_CHUNK)) {
+    if (st != SL_ENOTFOUND && !single) {
         count_bad(f, BAD_HEADER, m, sl_errmsg());
         goto out;
     }

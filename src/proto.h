@@ -111,6 +111,8 @@ typedef struct {
     int64_t chunk, count, dead;
     char token[SL_LEASE_LEN + 1];
 } sl_saved_entry;
+/* Longest line: 19 + 32 + 10 + 10 digits, 3 spaces, a newline. */
+#define SL_SAVED_LINE_MAX 75
 /* Appends the line for one chunk to body. */
 void sl_proto_saved_append(sl_buf *body, const sl_saved_entry *e);
 /* Reads the line at *p (before end) into *e and moves *p past it, also when

@@ -199,15 +199,12 @@ static void end_batch(saver *s, bool ok)
             sl_metric_add(s->m_dead, (double)b->saver_dead);
             sl_saved_entry e = {.chunk = b->chunk, .count = b->saved, .dead = b->dead};
             snprintf(e.token, sizeof e.token, "%s", b->token);
-            size_t before = body.len;
-            sl_proto_saved_append(&body, &e);
             /* A batch never outgrows what the server accepts. */
-            if (lines && (int64_t)body.len > sl_bus_max_payload(s->bus) - CONFIRM_ROOM) {
-                body.len = before;
+            if (lines && (int64_t)(body.len + SL_SAVED_LINE_MAX) > sl_bus_max_payload(s->bus) - CONFIRM_ROOM) {
                 confirm(s, &body, lines);
                 lines = 0;
-                sl_proto_saved_append(&body, &e);
             }
+            sl_proto_saved_append(&body, &e);
             lines++;
             sl_debug("chunk saved", "chunk=%" PRId64 " count=%" PRId64, b->chunk, b->saved);
         }

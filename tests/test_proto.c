@@ -306,6 +306,12 @@ SL_TEST(proto_saved_batch_lines, 5)
     }
     CHECK(p == end);
     sl_buf_free(&body);
+    /* The longest line is what a saver reserves room for. */
+    sl_saved_entry widest = {.chunk = INT64_MAX, .count = INT32_MAX, .dead = INT32_MAX};
+    snprintf(widest.token, sizeof widest.token, "%s", tok);
+    sl_proto_saved_append(&body, &widest);
+    CHECK_INT(body.len, ==, SL_SAVED_LINE_MAX);
+    sl_buf_free(&body);
 
     static const struct {
         const char *line, *field;
