@@ -113,6 +113,8 @@ static const opt opts[] = {
      "simulated heavy processing per chunk that burns CPU, in ms", NULL},
     {"prefetch-lead-ms", "SLUICE_PREFETCH_LEAD_MS", "MS", T_INT, OFF(prefetch_lead_ms), "20", 0, 86400000, RM,
      "ask for the next chunk this long before the current one should be done (0: only when free)", NULL},
+    {"in-flight", "SLUICE_IN_FLIGHT", "N", T_INT, OFF(in_flight), "4", 1, 64, RM,
+     "chunks sent to the savers and not yet answered for, at most (back-pressure)", NULL},
     {"sink", "SLUICE_SINK", "URI", T_STR, OFF(sink), "sqlite:sluice.db", 0, 0, RS,
      "where results are saved: sqlite:PATH, postgres://..., ndjson:PATH", NULL},
     {"id", "SLUICE_ID", "FIELD", T_STR, OFF(id), "id", 0, 0, RS,

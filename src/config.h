@@ -60,6 +60,7 @@ typedef struct {
     int64_t work_jitter_ms;
     int64_t cpu_work_ms;
     int64_t prefetch_lead_ms;
+    int64_t in_flight; /* chunks sent to the savers and not yet answered for, at most */
     /* saver */
     char *sink;
     char *id;           /* the key field of a mapped object */

@@ -13,8 +13,8 @@
  * chunk is in its transaction; dead letters are requests the saver answers
  * after its commit. Without an answer the mapper keeps the chunk, keeps its
  * lease alive and sends it again, instead of losing it. It maps its next
- * chunk while the last one waits for that answer, but never has more than
- * one waiting (back-pressure: see saver.c). */
+ * chunks while the last ones wait for their answers, but never has more
+ * than --in-flight waiting (back-pressure: see saver.c). */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -66,12 +66,13 @@ typedef struct {
     int64_t next_progress; /* when to extend it next */
 } lease;
 
-/* The chunk handed to the savers and not yet committed. A mapper maps its
- * next chunk meanwhile (the saver's commit is off the mapper's path) but
- * keeps at most this one in flight, which is the back-pressure that holds
- * a saver's queue to one chunk per mapper. */
+/* A chunk handed to the savers and not yet answered for. A mapper maps
+ * its next chunks meanwhile (the saver's work is off the mapper's path)
+ * but keeps at most --in-flight of them, which is the back-pressure that
+ * holds a saver's queue to about that many chunks per mapper. */
 typedef struct {
     bool active, sent;
+    bool said; /* a warning about its delivery was logged */
     lease l;
     char token[SL_LEASE_LEN + 1];
     char *body;
@@ -85,7 +86,14 @@ typedef struct {
     sl_bus *bus;
     natsInbox *inbox;          /* where the fetcher's replies come */
     natsSubscription *replies;
-    natsInbox *acks_inbox;     /* where savers' acks and "no responders" come */
+    /* Where savers' answers, dead-letter acks and "no responders" come:
+     * the subjects ACKS.0 .. ACKS.<in-flight - 1>, one per slot of the
+     * chunks in flight, and ACKS.d for dead letters, under one
+     * subscription to ACKS.*. A subject per slot, because a server with
+     * allow_responses lets a saver answer a reply subject once for each
+     * message it received on it: two chunks queued with one reply subject
+     * would get one answer through. */
+    natsInbox *acks_inbox;
     natsSubscription *acks;
     sl_transform *tf;
     char worker[128];
@@ -94,7 +102,8 @@ typedef struct {
     sl_telemetry tel;
     sl_metric *m_objects, *m_chunks, *m_dead, *m_busy, *m_duration, *m_dispatch, *m_wait;
     sl_metric *bad_header, *bad_body, *bad_status;
-    inflight fl;
+    inflight *fl;  /* cfg->in_flight slots */
+    int nfl;       /* of which active */
     lease *cur;    /* the chunk being mapped, if any */
     bool settling; /* inside settle(), which reads the answers itself */
     /* Prefetch: the next chunk is asked for --prefetch-lead-ms before the
@@ -151,13 +160,14 @@ static void poll_answers(mapper *mp);
 static sl_status request(mapper *mp);
 static void take_prefetched(mapper *mp);
 
-/* Keeps l, the chunk being mapped and the chunk in flight alive - the
- * last only while no saver has answered for it: the answers that came are
- * read first, and only when its extension is due (this runs after every
+/* Keeps l, the chunk being mapped and the chunks in flight alive - the
+ * last only while no saver has answered for them: the answers that came
+ * are read first, and only when an extension is due (this runs after every
  * object mapped). */
 static void keep_alive(mapper *mp, lease *l)
 {
-    keep_alive_one(mp, l);
+    if (l)
+        keep_alive_one(mp, l);
     if (mp->cur && mp->cur != l)
         keep_alive_one(mp, mp->cur);
     if (mp->prefetch_at && sl_now_ms() >= mp->prefetch_at) {
@@ -169,24 +179,43 @@ static void keep_alive(mapper *mp, lease *l)
         take_prefetched(mp);
     if (mp->next_leased)
         keep_alive_one(mp, &mp->next_l);
-    if (!mp->fl.active || l == &mp->fl.l || sl_now_ms() < mp->fl.l.next_progress)
-        return;
-    if (!mp->settling)
-        poll_answers(mp);
-    if (mp->fl.active)
-        keep_alive_one(mp, &mp->fl.l);
+    bool polled = mp->settling; /* settle() reads the answers itself */
+    int64_t now = sl_now_ms();
+    for (int64_t i = 0; i < mp->cfg->in_flight; i++) {
+        inflight *f = &mp->fl[i];
+        if (!f->active || l == &f->l || now < f->l.next_progress)
+            continue;
+        if (!polled)
+            poll_answers(mp);
+        polled = true;
+        if (f->active)
+            keep_alive_one(mp, &f->l);
+    }
 }
 
-/* Sleeps up to ms while keeping the lease alive; false if asked to stop. */
+/* The earliest of until and the times keep_alive has something to do. */
+static int64_t next_due(const mapper *mp, const lease *l, int64_t until)
+{
+    const lease *ls[] = {l, mp->cur, mp->next_leased ? &mp->next_l : NULL};
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
+        if (ls[i] && ls[i]->next_progress < until)
+            until = ls[i]->next_progress;
+    for (int64_t i = 0; i < mp->cfg->in_flight; i++)
+        if (mp->fl[i].active && mp->fl[i].l.next_progress < until)
+            until = mp->fl[i].l.next_progress;
+    if (mp->prefetch_at && mp->prefetch_at < until)
+        until = mp->prefetch_at;
+    return until;
+}
+
+/* Sleeps up to ms while keeping the leases alive; false if asked to stop. */
 static bool hold(mapper *mp, lease *l, int64_t ms)
 {
     int64_t end = sl_now_ms() + ms;
     for (int64_t now = sl_now_ms(); now < end; now = sl_now_ms()) {
         keep_alive(mp, l);
-        int64_t until = end < l->next_progress ? end : l->next_progress;
-        if (mp->prefetch_at && mp->prefetch_at < until)
-            until = mp->prefetch_at;
-        if (sl_stop_sleep(until - now))
+        int64_t until = next_due(mp, l, end);
+        if (sl_stop_sleep(until > now ? until - now : 0))
             return false;
     }
     keep_alive(mp, l);
@@ -226,8 +255,8 @@ static void drain_acks(mapper *mp)
 }
 
 /* Waits up to ms for the next message on the acks inbox, keeping the
- * lease alive meanwhile. Returns NATS_OK (with *m), NATS_NO_RESPONDERS or
- * NATS_TIMEOUT. */
+ * leases alive meanwhile. Returns NATS_OK (with *m), NATS_NO_RESPONDERS or
+ * NATS_TIMEOUT (also at once when asked to stop). */
 static natsStatus next_ack(mapper *mp, lease *l, int64_t ms, natsMsg **m)
 {
     int64_t end = sl_now_ms() + ms;
@@ -235,7 +264,7 @@ static natsStatus next_ack(mapper *mp, lease *l, int64_t ms, natsMsg **m)
         keep_alive(mp, l);
         int64_t left = end - sl_now_ms();
         natsStatus s = natsSubscription_NextMsg(m, mp->acks, left <= 0 ? 0 : left < 100 ? left : 100);
-        if (s != NATS_TIMEOUT || left <= 0)
+        if (s != NATS_TIMEOUT || left <= 0 || sl_stop_requested())
             return s;
     }
 }
@@ -244,7 +273,9 @@ static natsStatus next_ack(mapper *mp, lease *l, int64_t ms, natsMsg **m)
 static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
 {
     drain_acks(mp);
-    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), (const char *)mp->acks_inbox, d->raw,
+    char reply[64];
+    snprintf(reply, sizeof reply, "%s.d", (const char *)mp->acks_inbox);
+    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_DEAD), reply, d->raw,
                             d->raw ? strlen(d->raw) : 0);
     sl_msg_set_int(m, SL_H_CHUNK, l->chunk);
     sl_msg_set_int(m, SL_H_OBJECT, d->index);
@@ -272,13 +303,13 @@ static sl_status send_dead(mapper *mp, lease *l, const sl_chunk_dead *d)
     }
 }
 
-/* Publishes the chunk in flight to the savers, asking for an answer on
- * the acks inbox. */
-static sl_status publish_mapped(mapper *mp)
+/* Publishes a chunk in flight to the savers, asking for an answer on the
+ * acks inbox. */
+static sl_status publish_mapped(mapper *mp, inflight *f)
 {
-    inflight *f = &mp->fl;
-    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), (const char *)mp->acks_inbox, f->body,
-                            strlen(f->body));
+    char reply[64];
+    snprintf(reply, sizeof reply, "%s.%d", (const char *)mp->acks_inbox, (int)(f - mp->fl));
+    natsMsg *m = sl_msg_new(sl_bus_subject(mp->bus, SL_SUBJ_MAPPED), reply, f->body, strlen(f->body));
     sl_msg_set_int(m, SL_H_CHUNK, f->l.chunk);
     sl_msg_set_int(m, SL_H_ATTEMPT, f->l.attempt);
     sl_msg_set(m, SL_H_LEASE, f->token);
@@ -289,34 +320,65 @@ static sl_status publish_mapped(mapper *mp)
     return st;
 }
 
-static void end_flight(mapper *mp)
+/* Says once per chunk why it is held and sent again. */
+static void held(inflight *f, const char *why)
 {
-    free(mp->fl.body);
-    mp->fl.body = NULL;
-    mp->fl.active = false;
+    if (!f->said)
+        sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk, why);
+    f->said = true;
 }
 
-/* One message from the acks inbox while a chunk is in flight: a saver's
- * answer for it ends the flight; "no responders" (no saver listens) means
- * sending it again after a pause (false); anything else is stale. Takes
- * ack. */
-static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
+/* Sends f now, or (the publish failed) again after a pause. */
+static void send_flight(mapper *mp, inflight *f)
 {
-    inflight *f = &mp->fl;
+    if (publish_mapped(mp, f) == SL_OK) {
+        f->sent = true;
+        f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
+        return;
+    }
+    held(f, sl_log_q(sl_errmsg()));
+    f->deadline = sl_now_ms() + REDELIVER_MS;
+}
+
+static void end_flight(mapper *mp, inflight *f)
+{
+    free(f->body);
+    f->body = NULL;
+    f->active = false;
+    mp->nfl--;
+}
+
+/* One message from the acks inbox: a saver's answer for a chunk in flight
+ * ends that flight; anything else is stale. "No responders" (no saver
+ * listens) cannot say which publish it answers, so every chunk sent and
+ * not answered is sent again after its pause: one that did arrive becomes
+ * a duplicate, which is harmless. Takes ack. */
+static void flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
+{
+    int64_t n = mp->cfg->in_flight;
     if (s == NATS_NO_RESPONDERS) {
         sl_msg_free(ack);
-        f->sent = false;
-        f->deadline = sl_now_ms() + f->pause_ms; /* publish again then */
-        f->pause_ms = f->pause_ms * 3 / 2 > REDELIVER_MS ? REDELIVER_MS : f->pause_ms * 3 / 2;
-        return false;
+        for (int64_t i = 0; i < n; i++) {
+            inflight *f = &mp->fl[i];
+            if (!f->active || !f->sent)
+                continue;
+            held(f, "\"no saver listens\"");
+            f->sent = false;
+            f->deadline = sl_now_ms() + f->pause_ms; /* publish again then */
+            f->pause_ms = f->pause_ms * 3 / 2 > REDELIVER_MS ? REDELIVER_MS : f->pause_ms * 3 / 2;
+        }
+        return;
     }
-    /* Only the answer about this chunk and attempt counts. */
+    /* Only an answer about a chunk and attempt in flight counts. */
     int64_t c = -1, a = -1;
     const char *status = sl_msg_str(ack, SL_H_STATUS);
-    bool mine = sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
-                sl_msg_int(ack, SL_H_ATTEMPT, 1, INT32_MAX, &a) == SL_OK && c == f->l.chunk && a == f->l.attempt &&
-                status;
-    if (mine && !strcmp(status, SL_STATUS_ACCEPTED)) {
+    inflight *f = NULL;
+    if (status && sl_msg_int(ack, SL_H_CHUNK, 0, INT64_MAX, &c) == SL_OK &&
+        sl_msg_int(ack, SL_H_ATTEMPT, 1, INT32_MAX, &a) == SL_OK)
+        for (int64_t i = 0; i < n && !f; i++)
+            if (mp->fl[i].active && mp->fl[i].l.chunk == c && mp->fl[i].l.attempt == a)
+                f = &mp->fl[i];
+    if (f && !strcmp(status, SL_STATUS_ACCEPTED)) {
         mp->chunks++;
         mp->objects += f->count;
         mp->dead += f->ndead;
@@ -325,78 +387,62 @@ static bool flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
         sl_metric_add(mp->m_dead, (double)f->ndead);
         sl_debug("chunk mapped", "chunk=%" PRId64 " attempt=%" PRId64 " count=%" PRId64 " dead=%" PRId64, f->l.chunk,
                  f->l.attempt, f->count, f->ndead);
-        end_flight(mp);
-    } else if (mine && !strcmp(status, SL_STATUS_RELEASED)) {
+        end_flight(mp, f);
+    } else if (f && !strcmp(status, SL_STATUS_RELEASED)) {
         sl_warn("the saver could not commit the chunk; it went back to the fetcher", "chunk=%" PRId64, f->l.chunk);
-        end_flight(mp);
+        end_flight(mp, f);
     }
     sl_msg_free(ack);
-    return true;
 }
 
-/* Waits until a saver answered for the chunk in flight: accepted into its
- * transaction (it is counted as mapped), or handed back to the fetcher by a
- * saver whose sink failed. Without an answer in time, or with nobody listening, it is sent
- * again (a duplicate is harmless). A stop hands it back. */
-static void settle(mapper *mp)
+/* Waits until at most keep chunks are in flight: each ends when a saver
+ * answers for it, accepted into its transaction (it is counted as mapped)
+ * or handed back to the fetcher by a saver whose sink failed. A chunk with
+ * no answer in time, or with nobody listening, is sent again (a duplicate
+ * is harmless). A stop hands every chunk in flight back. */
+static void settle(mapper *mp, int keep)
 {
-    inflight *f = &mp->fl;
-    bool said = false;
     mp->settling = true;
-    while (f->active) {
-        if (sl_stop_requested()) {
-            send_lease_msg(mp, SL_SUBJ_RELEASE, &f->l, NULL);
-            sl_info("stopping: chunk handed back", "chunk=%" PRId64, f->l.chunk);
-            end_flight(mp);
-            break;
-        }
-        if (!f->sent && sl_now_ms() < f->deadline) {
-            /* "no responders": wait a little before sending again */
-            hold(mp, &f->l, f->deadline - sl_now_ms());
-            continue;
-        }
-        if (!f->sent) {
-            if (publish_mapped(mp) != SL_OK) {
-                if (!said)
-                    sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s",
-                            f->l.chunk, sl_log_q(sl_errmsg()));
-                said = true;
-                hold(mp, &f->l, REDELIVER_MS);
+    while (mp->nfl > keep) {
+        int64_t now = sl_now_ms(), wake = INT64_MAX;
+        for (int64_t i = 0; i < mp->cfg->in_flight; i++) {
+            inflight *f = &mp->fl[i];
+            if (!f->active)
+                continue;
+            if (sl_stop_requested()) {
+                send_lease_msg(mp, SL_SUBJ_RELEASE, &f->l, NULL);
+                sl_info("stopping: chunk handed back", "chunk=%" PRId64, f->l.chunk);
+                end_flight(mp, f);
                 continue;
             }
-            f->sent = true;
-            f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
+            if (f->sent && now >= f->deadline) {
+                held(f, "\"no saver accepted it in time\"");
+                f->sent = false;
+            }
+            if (!f->sent && now >= f->deadline)
+                send_flight(mp, f);
+            if (f->deadline < wake)
+                wake = f->deadline;
         }
+        if (mp->nfl <= keep)
+            break;
         natsMsg *ack = NULL;
-        natsStatus s = next_ack(mp, &f->l, f->deadline - sl_now_ms(), &ack);
-        if (s == NATS_TIMEOUT) {
-            if (!said)
-                sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk,
-                        "\"no saver accepted it in time\"");
-            said = true;
-            f->sent = false;
-            continue;
-        }
-        if (s != NATS_OK && s != NATS_NO_RESPONDERS) {
-            hold(mp, &f->l, REDELIVER_MS);
-            continue;
-        }
-        if (!flight_answer(mp, s, ack) && !said) {
-            sl_warn("cannot deliver; holding the chunk and retrying", "chunk=%" PRId64 " error=%s", f->l.chunk,
-                    "\"no saver listens\"");
-            said = true;
-        }
+        natsStatus s = next_ack(mp, NULL, wake - sl_now_ms(), &ack);
+        if (s == NATS_OK || s == NATS_NO_RESPONDERS)
+            flight_answer(mp, s, ack);
+        else if (s != NATS_TIMEOUT)
+            hold(mp, NULL, REDELIVER_MS); /* the connection is away */
     }
     mp->settling = false;
 }
 
-/* Takes the answers that came for the chunk in flight without waiting,
- * so that its lease is not extended after a saver accepted it. */
+/* Takes the answers that came for the chunks in flight without waiting,
+ * so that a lease is not extended after a saver accepted its chunk. */
 static void poll_answers(mapper *mp)
 {
     natsMsg *ack = NULL;
     natsStatus s;
-    while (mp->fl.active && ((s = natsSubscription_NextMsg(&ack, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS)) {
+    while (mp->nfl && ((s = natsSubscription_NextMsg(&ack, mp->acks, 0)) == NATS_OK || s == NATS_NO_RESPONDERS)) {
         flight_answer(mp, s, ack);
         ack = NULL;
     }
@@ -408,13 +454,15 @@ static void poll_answers(mapper *mp)
 
 typedef enum { DELIVERED, STOPPED, FAILED } outcome;
 
-/* Settles the chunk in flight, delivers this chunk's dead letters (each
- * acknowledged by a saver), then puts the chunk in flight. STOPPED when a
- * stop came first; a result too big for the server is a failure of the
- * chunk, handed back with its reason (FAILED), not a thing to retry. */
+/* Makes room among the chunks in flight (all of them settled first if
+ * this chunk has dead letters, whose acks the mapper waits for alone),
+ * delivers this chunk's dead letters (each acknowledged by a saver), then
+ * puts the chunk in flight. STOPPED when a stop came first; a result too
+ * big for the server is a failure of the chunk, handed back with its
+ * reason (FAILED), not a thing to retry. */
 static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk_dead *dead, int64_t ndead)
 {
-    settle(mp);
+    settle(mp, ndead ? 0 : (int)mp->cfg->in_flight - 1);
     int64_t max = sl_bus_max_payload(mp->bus) - HEADER_ROOM;
     if ((int64_t)strlen(body) > max) {
         char why[200];
@@ -446,22 +494,16 @@ static outcome deliver(mapper *mp, lease *l, char *body, int64_t count, sl_chunk
     }
     if (sl_stop_requested())
         return STOPPED;
-    inflight *f = &mp->fl;
-    mp->cur = NULL; /* from now on kept alive as the chunk in flight */
-    f->active = true;
-    f->sent = false;
-    f->l = *l;
+    inflight *f = mp->fl;
+    while (f->active)
+        f++; /* settle() left a slot free */
+    mp->cur = NULL; /* from now on kept alive as a chunk in flight */
+    *f = (inflight){.active = true, .l = *l, .body = body, .count = count, .ndead = ndead,
+                    .pause_ms = FIRST_REDELIVER_MS};
     snprintf(f->token, sizeof f->token, "%s", l->token);
     f->l.token = f->token;
-    f->body = body;
-    f->count = count;
-    f->ndead = ndead;
-    f->deadline = 0;
-    f->pause_ms = FIRST_REDELIVER_MS;
-    if (publish_mapped(mp) == SL_OK) {
-        f->sent = true;
-        f->deadline = sl_now_ms() + SAVE_ACK_TIMEOUT_MS;
-    }
+    mp->nfl++;
+    send_flight(mp, f);
     return DELIVERED;
 }
 
@@ -681,11 +723,15 @@ static sl_status ask(mapper *mp, natsMsg **reply, double *asked)
     return sl_fail(SL_ETIMEOUT, "stopping");
 }
 
-static sl_status inbox_sub(mapper *mp, natsInbox **inbox, natsSubscription **sub)
+/* Subscribes to a new inbox, with suffix after it (".*": its subjects). */
+static sl_status inbox_sub(mapper *mp, natsInbox **inbox, const char *suffix, natsSubscription **sub)
 {
     natsStatus s;
-    if ((s = natsInbox_Create(inbox)) != NATS_OK ||
-        (s = natsConnection_SubscribeSync(sub, sl_bus_nc(mp->bus), (const char *)*inbox)) != NATS_OK)
+    char subj[64];
+    if ((s = natsInbox_Create(inbox)) != NATS_OK)
+        return sl_nats_fail(s, "reply inbox");
+    snprintf(subj, sizeof subj, "%s%s", (const char *)*inbox, suffix);
+    if ((s = natsConnection_SubscribeSync(sub, sl_bus_nc(mp->bus), subj)) != NATS_OK)
         return sl_nats_fail(s, "reply inbox");
     return SL_OK;
 }
@@ -704,6 +750,7 @@ int sl_mapper_main(const sl_config *cfg)
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
         return 2;
     }
+    mp.fl = sl_xcalloc((size_t)cfg->in_flight, sizeof *mp.fl);
     sl_status st0 = sl_telemetry_start(&mp.tel, cfg, "mapper", NULL, NULL);
     if (st0 != SL_OK) {
         fprintf(stderr, "sluice mapper: %s\n", sl_errmsg());
@@ -733,7 +780,7 @@ int sl_mapper_main(const sl_config *cfg)
         goto cleanup;
     }
     sl_telemetry_bus(&mp.tel, mp.bus);
-    if (inbox_sub(&mp, &mp.inbox, &mp.replies) || inbox_sub(&mp, &mp.acks_inbox, &mp.acks)) {
+    if (inbox_sub(&mp, &mp.inbox, "", &mp.replies) || inbox_sub(&mp, &mp.acks_inbox, ".*", &mp.acks)) {
         sl_error("cannot subscribe", "error=%s", sl_log_q(sl_errmsg()));
         goto cleanup;
     }
@@ -757,7 +804,7 @@ int sl_mapper_main(const sl_config *cfg)
                 break;
             /* No fetcher yet, or it restarts, or NATS is away: ask again
              * later, backing off up to a second. */
-            settle(&mp);
+            settle(&mp, 0);
             if (!said_waiting)
                 sl_info("waiting for the fetcher", "reason=%s", sl_log_q(sl_errmsg()));
             said_waiting = true;
@@ -801,10 +848,10 @@ int sl_mapper_main(const sl_config *cfg)
                 sl_stop_sleep(retry);
             }
         } else if (status && !strcmp(status, SL_STATUS_WAIT)) {
-            settle(&mp);
+            settle(&mp, 0);
             sl_stop_sleep(retry);
         } else if (status && !strcmp(status, SL_STATUS_DONE)) {
-            settle(&mp);
+            settle(&mp, 0);
             /* A standalone mapper outlives a job: the next one may start. */
             if (!said_done)
                 sl_info("job done; waiting for more work", "chunks=%" PRId64 " objects=%" PRId64, mp.chunks,
@@ -820,7 +867,7 @@ int sl_mapper_main(const sl_config *cfg)
         }
         sl_msg_free(reply);
     }
-    settle(&mp); /* stopping: hands the chunk in flight back unless answered */
+    settle(&mp, 0); /* stopping: hands the chunks in flight back unless answered */
     drop_prefetched(&mp);
     rc = 0;
     sl_info("mapper stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64,
@@ -834,5 +881,6 @@ cleanup:
     natsInbox_Destroy(mp.inbox);
     natsInbox_Destroy(mp.acks_inbox);
     sl_transform_destroy(mp.tf);
+    free(mp.fl);
     return rc;
 }

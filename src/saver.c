@@ -11,9 +11,9 @@
  * write of each page the upserts touch - serves many chunks. Every chunk of
  * a batch is confirmed to the fetcher only after the commit that holds it.
  * The mapper that sent a chunk is answered as soon as the chunk is written
- * into the transaction (SL_STATUS_ACCEPTED): a mapper keeps one chunk
- * unanswered at most, so a saver's queue holds about one chunk per mapper
- * however slow the sink is. If the saver dies before the commit, the
+ * into the transaction (SL_STATUS_ACCEPTED): a mapper keeps --in-flight
+ * chunks unanswered at most, so a saver's queue holds at most that many
+ * per mapper however slow the sink is. If the saver dies before the commit, the
  * chunks' leases run out and they are sent again.
  *
  * Deferred writes: after each commit and its confirmations, and whenever

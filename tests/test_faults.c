@@ -348,3 +348,88 @@ SL_TEST(chunk_bigger_than_max_payload_is_dead_lettered_not_stalled, 60)
     free(conf);
     job_stop(&j);
 }
+
+/* The chunk a P.mapped names, and the answer a saver gives it. */
+static int64_t mapped_chunk(natsMsg *m)
+{
+    const char *v = NULL;
+    CHECK(natsMsgHeader_Get(m, SL_H_CHUNK, &v) == NATS_OK);
+    return strtoll(v, NULL, 10);
+}
+
+static void answer_mapped(natsConnection *nc, natsMsg *m, const char *status)
+{
+    const char *c = NULL, *a = NULL;
+    CHECK(natsMsgHeader_Get(m, SL_H_CHUNK, &c) == NATS_OK && natsMsgHeader_Get(m, SL_H_ATTEMPT, &a) == NATS_OK);
+    tp_publish(nc, natsMsg_GetReply(m), NULL, SL_H_STATUS, status, SL_H_CHUNK, c, SL_H_ATTEMPT, a, NULL);
+}
+
+/* Takes every P.mapped that comes within ms; returns how many distinct
+ * chunks not in seen[] came, adding them. */
+static int take_mapped(natsSubscription *sub, int ms, natsMsg **last, int64_t *seen, int *nseen)
+{
+    int fresh = 0;
+    natsMsg *m = NULL;
+    for (int64_t end = th_now_ms() + ms; natsSubscription_NextMsg(&m, sub, end - th_now_ms() > 0 ? end - th_now_ms() : 1) == NATS_OK;) {
+        int64_t c = mapped_chunk(m);
+        bool known = false;
+        for (int i = 0; i < *nseen; i++)
+            known |= seen[i] == c;
+        if (!known) {
+            CHECK(*nseen < 64);
+            seen[(*nseen)++] = c;
+            fresh++;
+            natsMsg_Destroy(*last);
+            *last = m;
+        } else {
+            natsMsg_Destroy(m);
+        }
+        m = NULL;
+        if (th_now_ms() >= end)
+            break;
+    }
+    return fresh;
+}
+
+/* --in-flight bounds the chunks a mapper has sent that no saver answered:
+ * while none is answered it sends no more (re-sending, after "no
+ * responders", only those), and each answer - accepted or released - lets
+ * exactly one more go. */
+SL_TEST(mapper_keeps_at_most_in_flight_chunks_unanswered, 60)
+{
+    job j;
+    job_start(&j);
+    th_proc *f = fetcher(&j, "fetcher", "3000", "20000");
+    const char *argv[] = {"sluice", "mapper", "--in-flight", "3", NULL};
+    th_proc *mp = th_spawn("mapper", argv, j.env);
+    /* No saver yet: its P.mapped get "no responders" and are held. */
+    th_proc_wait_log(mp, "no saver listens", 10000);
+
+    natsSubscription *sub = NULL;
+    CHECK(natsConnection_QueueSubscribeSync(&sub, j.nc, "sluice.default.mapped", SL_SAVER_QUEUE) == NATS_OK);
+    natsConnection_Flush(j.nc);
+    int64_t seen[64];
+    int nseen = 0;
+    natsMsg *last = NULL;
+    int fresh = take_mapped(sub, 1500, &last, seen, &nseen);
+    CHECK_MSG(fresh == 3, "%d chunks came with none answered (--in-flight 3)", fresh);
+    /* An answer for an unknown chunk changes nothing. */
+    tp_publish(j.nc, natsMsg_GetReply(last), NULL, SL_H_STATUS, SL_STATUS_ACCEPTED, SL_H_CHUNK, "29", SL_H_ATTEMPT,
+               "7", NULL);
+    fresh = take_mapped(sub, 500, &last, seen, &nseen);
+    CHECK_MSG(fresh == 0, "%d chunks came after a stale answer", fresh);
+    const char *status[] = {SL_STATUS_ACCEPTED, SL_STATUS_RELEASED, SL_STATUS_ACCEPTED};
+    for (int i = 0; i < 3; i++) {
+        answer_mapped(j.nc, last, status[i]);
+        fresh = take_mapped(sub, 700, &last, seen, &nseen);
+        CHECK_MSG(fresh == 1, "answer %d (%s): %d chunks came", i + 1, status[i], fresh);
+    }
+    natsMsg_Destroy(last);
+    natsSubscription_Destroy(sub);
+    th_proc_kill(mp, SIGTERM);
+    CHECK_INT(th_proc_wait(mp, 5000), ==, 0);
+    th_proc_kill(f, SIGTERM);
+    th_proc_wait(f, 5000);
+    th_proc_free(mp), th_proc_free(f);
+    job_stop(&j);
+}

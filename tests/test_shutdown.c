@@ -105,16 +105,18 @@ static bool leased_reaches(natsConnection *nc, int64_t want, int timeout_ms)
 
 /* A mapper asks for its next chunk --prefetch-lead-ms before the current
  * one should be done (judged by the last one). With no saver to take its
- * results it keeps one chunk in flight and maps the next: two leases;
- * prefetching, it asks for a third; with the lead at 0 it never does.
- * Stopped, it hands back all three, far inside the lease. */
+ * results it keeps one chunk in flight (--in-flight 1) and maps the next:
+ * two leases; prefetching, it asks for a third; with the lead at 0 it
+ * never does. Stopped, it hands back all three, far inside the lease. */
 SL_TEST(shutdown_mapper_prefetches_and_hands_every_chunk_back, 60)
 {
     rig r;
     rig_start(&r);
     const char *fargv[] = {"sluice", "fetcher", "--objects", "3000", "--lease-ms", "60000", r.ledger, NULL};
-    const char *noargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "0", NULL};
-    const char *preargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "250", NULL};
+    const char *noargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "0",
+                            "--in-flight", "1", NULL};
+    const char *preargv[] = {"sluice", "mapper", "--work-ms", "300", "--prefetch-lead-ms", "250",
+                             "--in-flight", "1", NULL};
     th_proc *f = th_spawn("fetcher", fargv, r.env);
 
     th_proc *no = th_spawn("no-prefetch", noargv, r.env);
