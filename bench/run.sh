@@ -11,13 +11,14 @@
 # failure: the script exits non-zero only when the benchmark itself could
 # not run (a process failed, a job did not finish).
 #
-# Settings (environment): SLUICE_BIN, BENCH_LIMIT (the binaries), BENCH_OUT
+# Settings (environment): SLUICE_BIN, BENCH_LIMIT, BENCH_DISPATCH (the binaries), BENCH_OUT
 # (results directory), BENCH_RUNS (runs of the overhead job, 5),
 # BENCH_LARGE_OBJECTS, BENCH_KEEP=1 (keep the work directory and its logs).
 set -euo pipefail
 
 SLUICE=${SLUICE_BIN:-build/sluice}
 LIMIT=${BENCH_LIMIT:-build/bench-limit}
+DISPATCH=${BENCH_DISPATCH:-build/bench-dispatch}
 OUT=${BENCH_OUT:-bench/results}
 RUNS=${BENCH_RUNS:-5}
 LARGE_OBJECTS=${BENCH_LARGE_OBJECTS:-10000000}
@@ -194,10 +195,24 @@ latency_job() {
     stop "$m1" "$m2" "$f" "$s"
 }
 
+# The round trip alone: build/bench-dispatch asks a fetcher that nothing
+# else talks to, 1000 times, 2 ms apart (bench/dispatch.c). Output in $1/out.
+dispatch_alone() {
+    local d=$1 pf f; mkdir -p "$d"; LOG=$d/roles.log
+    start_nats "$d"
+    pf=$(free_port)
+    start_role fetcher --nats-url "$URL" --job disp --objects 100000 --ledger "$d/ledger" --http "127.0.0.1:$pf"; f=$LAST
+    wait_until 10 curl -sf "http://127.0.0.1:$pf/readyz" || die "the dispatch fetcher did not get ready: $(tail -3 "$LOG")"
+    "$DISPATCH" --nats-url "$URL" --job disp --requests 1000 --gap-us 2000 >"$d/out" 2>&1 ||
+        die "bench-dispatch failed: $(tail -3 "$d/out")"
+    stop "$f"
+}
+
 latency() {
-    local d=$W/latency w=$W/latency-prefetch p50 p99 n sum wp50 wsum wn
+    local d=$W/latency w=$W/latency-prefetch a=$W/dispatch-alone p50 p99 n sum wp50 wsum wn
     latency_job "$d" --prefetch-lead-ms 0
     latency_job "$w"
+    dispatch_alone "$a"
     p50=$(calc %.3f "$(hist_quantile 0.5 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     p99=$(calc %.3f "$(hist_quantile 0.99 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     n=$(cat "$d"/m?.prom | awk 'index($0, "sluice_dispatch_seconds_count") == 1 {s += $NF} END {print s}')
@@ -210,13 +225,17 @@ latency() {
         echo "dispatch_p50,$p50,$n"
         echo "dispatch_p99,$p99,$n"
         echo "dispatch_mean,$(calc %.3f "$sum / $n * 1000"),$n"
+        echo "dispatch_alone_p50,$(kv "$a/out" p50_ms),$(kv "$a/out" requests)"
+        echo "dispatch_alone_p99,$(kv "$a/out" p99_ms),$(kv "$a/out" requests)"
         echo "work_wait_p50_prefetch,$wp50,$wn"
         echo "work_wait_mean_prefetch,$(calc %.3f "$wsum / $wn * 1000"),$wn"
         echo "first_saved_median,${FIRST_SAVED:-},$RUNS"
     } >"$OUT/latency.csv"
-    row "dispatch round trip p50 ($n chunks)" "$p50" ms le 0.3
-    row "dispatch round trip p99" "$p99" ms - -
-    row "dispatch round trip mean" "$(calc %.3f "$sum / $n * 1000")" ms - -
+    row "dispatch p50, in a running job ($n)" "$p50" ms le 0.3
+    row "dispatch p99, in a running job" "$p99" ms - -
+    row "dispatch mean, in a running job" "$(calc %.3f "$sum / $n * 1000")" ms - -
+    row "dispatch p50, one client alone ($(kv "$a/out" requests))" "$(kv "$a/out" p50_ms)" ms le 0.3
+    row "dispatch p99, one client alone" "$(kv "$a/out" p99_ms)" ms - -
     row "mapper wait for work p50, prefetch on" "$wp50" ms - -
     row "mapper wait for work mean, prefetch on" "$(calc %.3f "$wsum / $wn * 1000")" ms - -
     [ -z "${FIRST_SAVED:-}" ] || row "start of run -> first chunk saved" "$FIRST_SAVED" ms - -
