@@ -448,6 +448,12 @@ int sl_saver_main(const sl_config *cfg)
             sl_warn("the sink fails; taking no chunks for now", "retry_in_ms=%" PRId64, backoff);
             backoff = backoff * 2 > OUTAGE_MAX_BACKOFF_MS ? OUTAGE_MAX_BACKOFF_MS : backoff * 2;
         } else if (!taking && sl_now_ms() >= resume_at) {
+            /* Failures counted since the last look (a transaction that was
+             * open when it stopped taking chunks) are not news: only a
+             * failure of a chunk taken from now on stops it again. Counted,
+             * they stopped a saver whose sink had recovered for another,
+             * doubled back-off. */
+            seen_failures = failures;
             if (sl_bus_subscribe(s.bus, SL_SUBJ_MAPPED, SL_SAVER_QUEUE, on_mapped, &s) == SL_OK)
                 sl_info("taking chunks again", NULL);
             else

@@ -103,8 +103,8 @@ static int code_of(int status)
     return -1;
 }
 
-/* The last LOG_TAIL_BYTES of a file, printable, malloc'd. */
-static char *file_tail(const char *path)
+/* The last `bytes` (at most LOG_TAIL_BYTES) of a file, printable, malloc'd. */
+static char *file_tail(const char *path, size_t bytes)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -116,9 +116,11 @@ static char *file_tail(const char *path)
         close(fd);
         return out;
     }
-    off_t from = st.st_size > LOG_TAIL_BYTES ? st.st_size - LOG_TAIL_BYTES : 0;
+    if (bytes > LOG_TAIL_BYTES)
+        bytes = LOG_TAIL_BYTES;
+    off_t from = st.st_size > (off_t)bytes ? st.st_size - (off_t)bytes : 0;
     char buf[LOG_TAIL_BYTES];
-    ssize_t n = pread(fd, buf, sizeof buf, from);
+    ssize_t n = pread(fd, buf, bytes, from);
     close(fd);
     if (n < 0)
         n = 0;
@@ -142,12 +144,23 @@ static _Noreturn void fail_log(const char *file, int line, const th_proc *p,
     va_start(ap, fmt);
     sl_buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    char *tail = file_tail(p->log_path);
+    char *tail = file_tail(p->log_path, LOG_TAIL_BYTES);
     sl_buf_printf(&b, "\n---- last of %s ----\n%s", p->log_path, tail);
+    free(tail);
+    /* And a little of every other process of the test: a process that
+     * waits forever is often waiting for another one. */
+    for (const th_proc *q = procs; q; q = q->next) {
+        if (q == p)
+            continue;
+        if (b.len && b.data[b.len - 1] != '\n')
+            sl_buf_putc(&b, '\n');
+        tail = file_tail(q->log_path, LOG_TAIL_BYTES / 4);
+        sl_buf_printf(&b, "---- last of %s ----\n%s", q->log_path, tail);
+        free(tail);
+    }
     if (b.len && b.data[b.len - 1] != '\n')
         sl_buf_putc(&b, '\n');
     sl_buf_puts(&b, "---- end of log ----");
-    free(tail);
     fail_text = b.data;
     sl_test_fail(file, line, "%s", fail_text);
 }
