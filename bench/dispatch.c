@@ -13,13 +13,13 @@
  *
  * It prints key=value lines: requests (answered with a chunk), p50_ms,
  * p90_ms, p99_ms, mean_ms. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "bus.h"
 #include "clock.h"
 #include "config.h"
@@ -28,17 +28,6 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench-dispatch [--requests N] [--gap-us G] [mapper flags]\n");
     return 2;
-}
-
-static bool parse_count(const char *s, int64_t min, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < min)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -64,12 +53,15 @@ int main(int argc, char **argv)
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     int nrest = 0;
     for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--requests")) {
-            if (!parse_count(argv[++i < argc ? i : 0], 1, &requests))
+            if (!bench_count(v, 1, &requests))
                 return usage();
+            i++;
         } else if (!strcmp(argv[i], "--gap-us")) {
-            if (!parse_count(argv[++i < argc ? i : 0], 0, &gap_us))
+            if (!bench_count(v, 0, &gap_us))
                 return usage();
+            i++;
         } else {
             rest[nrest++] = argv[i];
         }

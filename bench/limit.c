@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "buf.h"
 #include "chunk.h"
 #include "clock.h"
@@ -40,17 +41,6 @@ static int usage(void)
     return 2;
 }
 
-static bool parse_count(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < 1)
-        return false;
-    *out = v;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     int64_t objects = 100000, chunk_size = 100, group_ms = 50;
@@ -59,11 +49,11 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
-        if (!strcmp(argv[i], "--objects") && parse_count(v, &objects))
+        if (!strcmp(argv[i], "--objects") && bench_count(v, 1, &objects))
             i++;
-        else if (!strcmp(argv[i], "--chunk-size") && parse_count(v, &chunk_size))
+        else if (!strcmp(argv[i], "--chunk-size") && bench_count(v, 1, &chunk_size))
             i++;
-        else if (!strcmp(argv[i], "--group-commit-ms") && parse_count(v, &group_ms))
+        else if (!strcmp(argv[i], "--group-commit-ms") && bench_count(v, 1, &group_ms))
             i++;
         else if (!strcmp(argv[i], "--transform"))
             transform = argv[++i];

@@ -210,9 +210,10 @@ dispatch_alone() {
             die "bench-dispatch failed: $(tail -3 "$d/out$i")"
     done
     stop "$f"
-    ALONE_P50=$(for i in 1 2 3; do kv "$d/out$i" p50_ms; done | median)
+    local p50s; p50s=$(for i in 1 2 3; do kv "$d/out$i" p50_ms; done | sort -g)
+    ALONE_P50=$(median <<<"$p50s")
+    ALONE_RANGE=$(sed -n '1p;$p' <<<"$p50s" | paste -sd-)
     ALONE_P99=$(for i in 1 2 3; do kv "$d/out$i" p99_ms; done | median)
-    ALONE_RANGE=$(for i in 1 2 3; do kv "$d/out$i" p50_ms; done | sort -g | sed -n '1p;$p' | paste -sd-)
 }
 
 latency() {
