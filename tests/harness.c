@@ -132,7 +132,20 @@ static char *file_tail(const char *path, size_t bytes)
     return xprintf("%s%.*s", from > 0 ? "...\n" : "", (int)n, buf);
 }
 
-/* Fails the test with a message followed by the tail of p's log. */
+/* Appends "---- last of PATH ----", the last `bytes` of that file and a
+ * line end to b. */
+static void append_tail(sl_buf *b, const char *path, size_t bytes)
+{
+    char *tail = file_tail(path, bytes);
+    sl_buf_printf(b, "---- last of %s ----\n%s", path, tail);
+    free(tail);
+    if (b->len && b->data[b->len - 1] != '\n')
+        sl_buf_putc(b, '\n');
+}
+
+/* Fails the test with a message followed by the tail of p's log, and a
+ * little of every other process's of the test: a process that waits
+ * forever is often waiting for another one. */
 static _Noreturn void fail_log(const char *file, int line, const th_proc *p,
                                const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -144,22 +157,11 @@ static _Noreturn void fail_log(const char *file, int line, const th_proc *p,
     va_start(ap, fmt);
     sl_buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    char *tail = file_tail(p->log_path, LOG_TAIL_BYTES);
-    sl_buf_printf(&b, "\n---- last of %s ----\n%s", p->log_path, tail);
-    free(tail);
-    /* And a little of every other process of the test: a process that
-     * waits forever is often waiting for another one. */
-    for (const th_proc *q = procs; q; q = q->next) {
-        if (q == p)
-            continue;
-        if (b.len && b.data[b.len - 1] != '\n')
-            sl_buf_putc(&b, '\n');
-        tail = file_tail(q->log_path, LOG_TAIL_BYTES / 4);
-        sl_buf_printf(&b, "---- last of %s ----\n%s", q->log_path, tail);
-        free(tail);
-    }
-    if (b.len && b.data[b.len - 1] != '\n')
-        sl_buf_putc(&b, '\n');
+    sl_buf_putc(&b, '\n');
+    append_tail(&b, p->log_path, LOG_TAIL_BYTES);
+    for (const th_proc *q = procs; q; q = q->next)
+        if (q != p)
+            append_tail(&b, q->log_path, LOG_TAIL_BYTES / 4);
     sl_buf_puts(&b, "---- end of log ----");
     fail_text = b.data;
     sl_test_fail(file, line, "%s", fail_text);
