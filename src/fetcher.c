@@ -65,7 +65,14 @@ typedef struct {
     pthread_t reporter;  /* sends dead letters until a saver takes them */
     bool reporter_started;
     atomic_bool reporter_stop;
-    sl_buf work_body; /* on_work's, kept: a chunk's text is built in it */
+    /* on_work's own (it runs on one thread): the chunk it answers with is
+     * built in work_body. After each answer the chunk the next lease will
+     * take is built in ready, so a mapper's request does not wait for its
+     * text (PROTOCOL.md §4.1); ready_chunk is -1 when ready holds none. */
+    sl_buf work_body, ready;
+    int64_t ready_chunk;
+    sl_source_meta ready_meta;
+    bool ready_failed; /* the last preparation failed: none until a chunk is sent */
     pthread_mutex_t reporter_mu; /* with reporter_cond: wakes the reporter */
     pthread_cond_t reporter_cond; /* at once when it is told to stop */
 } fetcher;
@@ -200,6 +207,24 @@ static void *reporter_main(void *arg)
     return NULL;
 }
 
+/* Builds in f->ready the chunk the next lease will take, unless it is
+ * there. A failure is left to the request, which reads the source again
+ * and reports it; no preparation is tried again until a chunk is sent, so
+ * a failing source is not asked twice per request. */
+static void prepare_next(fetcher *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int64_t next = sl_ledger_complete(f->ledger) ? -1 : sl_ledger_next(f->ledger);
+    pthread_mutex_unlock(&f->mu);
+    if (next < 0 || next == f->ready_chunk || f->ready_failed)
+        return;
+    sl_buf_reset(&f->ready);
+    f->ready_meta = (sl_source_meta){NULL, 0};
+    bool ok = sl_source_chunk(f->src, next, &f->ready, &f->ready_meta) == SL_OK;
+    f->ready_chunk = ok ? next : -1;
+    f->ready_failed = !ok;
+}
+
 static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
     (void)nc, (void)sub;
@@ -228,9 +253,17 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_metric_inc(f->leases_issued);
 
     sl_buf *body = &f->work_body;
-    sl_buf_reset(body);
     sl_source_meta meta;
-    sl_status st = sl_source_chunk(f->src, chunk, body, &meta);
+    sl_status st = SL_OK;
+    if (chunk == f->ready_chunk) {
+        sl_buf built = f->ready;
+        f->ready = *body, *body = built;
+        meta = f->ready_meta;
+        f->ready_chunk = -1;
+    } else {
+        sl_buf_reset(body);
+        st = sl_source_chunk(f->src, chunk, body, &meta);
+    }
     if (st == SL_OK) {
         natsMsg *r = sl_msg_new(reply, NULL, body->data, body->len);
         sl_msg_set(r, SL_H_STATUS, SL_STATUS_CHUNK);
@@ -267,6 +300,8 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     sl_metric_add(f->objects_fetched, (double)sl_source_chunk_len(f->src, chunk));
     sl_debug("leased", "chunk=%" PRId64 " attempt=%" PRId64 " worker=%s", chunk, attempt,
              sl_log_q(worker ? worker : ""));
+    f->ready_failed = false;
+    prepare_next(f);
 out:
     sl_msg_free(m);
 }
@@ -575,7 +610,7 @@ static void register_metrics(fetcher *f)
 
 int sl_fetcher_main(const sl_config *cfg)
 {
-    fetcher f = {.cfg = cfg};
+    fetcher f = {.cfg = cfg, .ready_chunk = -1};
     int rc = 1;
     sl_status st;
     sl_buf identity = SL_BUF_INIT;
@@ -690,6 +725,7 @@ cleanup:
     sl_source_destroy(f.src);
     sl_buf_free(&identity);
     sl_buf_free(&f.work_body);
+    sl_buf_free(&f.ready);
     pthread_cond_destroy(&f.reporter_cond);
     pthread_mutex_destroy(&f.reporter_mu);
     pthread_mutex_destroy(&f.mu);

@@ -242,25 +242,37 @@ fail:
     return st;
 }
 
-bool sl_ledger_lease(sl_ledger *l, int64_t now_ms, int64_t lease_ms, int64_t *chunk,
-                     int64_t *attempt, char *token)
+int64_t sl_ledger_next(sl_ledger *l)
 {
-    int64_t i = -1;
-    while (l->qlen > 0 && i < 0) {
+    /* Entries that are no longer pending are dropped on the way: a lease
+     * would skip them too, and a chunk that becomes pending again is
+     * queued anew. */
+    while (l->qlen > 0) {
         int64_t q = l->queue[l->qhead];
+        if (l->c[q].state == SL_CHUNK_PENDING)
+            return q;
         l->qhead = (l->qhead + 1) % l->qcap;
         l->qlen--;
         l->c[q].queued = 0;
-        if (l->c[q].state == SL_CHUNK_PENDING)
-            i = q;
     }
-    while (i < 0 && l->cursor < l->n) {
-        int64_t q = l->cursor++;
-        if (l->c[q].state == SL_CHUNK_PENDING)
-            i = q;
-    }
+    while (l->cursor < l->n && l->c[l->cursor].state != SL_CHUNK_PENDING)
+        l->cursor++;
+    return l->cursor < l->n ? l->cursor : -1;
+}
+
+bool sl_ledger_lease(sl_ledger *l, int64_t now_ms, int64_t lease_ms, int64_t *chunk,
+                     int64_t *attempt, char *token)
+{
+    int64_t i = sl_ledger_next(l);
     if (i < 0)
         return false;
+    if (l->qlen > 0) {
+        l->qhead = (l->qhead + 1) % l->qcap;
+        l->qlen--;
+        l->c[i].queued = 0;
+    } else {
+        l->cursor++;
+    }
     chunk_rec *r = &l->c[i];
     r->attempts++;
     if (r->attempts > 1)

@@ -62,6 +62,11 @@ typedef struct {
 sl_status sl_ledger_open(sl_ledger **out, const char *path, int64_t chunks,
                          const char *identity, bool fresh);
 
+/* The chunk the next sl_ledger_lease will lease, or -1 if none is
+ * pending. Nothing a caller can see changes: what it passes over (done
+ * chunks, stale entries of the return queue) a lease would skip too. */
+int64_t sl_ledger_next(sl_ledger *l);
+
 /* Leases the next PENDING chunk until now_ms + lease_ms. Returns true and
  * sets *chunk, *attempt and token (33 bytes), or false if none is pending. */
 bool sl_ledger_lease(sl_ledger *l, int64_t now_ms, int64_t lease_ms, int64_t *chunk,

@@ -573,6 +573,65 @@ SL_TEST(ledger_handed_back_chunks_come_back_oldest_first, 10)
     sl_ledger_close(l);
 }
 
+SL_TEST(ledger_next_names_the_chunk_the_next_lease_takes, 10)
+{
+    /* The fetcher builds the chunk sl_ledger_next names before a mapper
+     * asks for it: whatever happened to the chunks before (leases,
+     * hand-backs, failures, deaths, confirmations, expiries, a reopen),
+     * the next lease takes exactly that chunk, and -1 means none is left. */
+    enum { N = 40 };
+    sl_ledger *l = open_ledger("next.ledger", N, false);
+    static char tok[N][33];
+    uint64_t rnd = 42;
+    int64_t now = 0, leases = 0, nones = 0;
+    bool died, first;
+    for (int step = 0; step < 20000 && !sl_ledger_complete(l); step++) {
+        rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
+        int op = (int)(rnd >> 60), i = (int)((rnd >> 32) % N);
+        now += 7;
+        if (op < 7) {
+            int64_t want = sl_ledger_next(l), again = sl_ledger_next(l), c = -1, a;
+            char t[33];
+            CHECK_INT(again, ==, want);
+            bool got = sl_ledger_lease(l, now, 50 + (int64_t)(rnd >> 58), &c, &a, t);
+            CHECK_MSG(got == (want >= 0), "step %d: next said %lld, lease %s", step, (long long)want,
+                      got ? "got one" : "got none");
+            if (got) {
+                CHECK_INT(c, ==, want);
+                memcpy(tok[c], t, 33);
+                leases++;
+            } else {
+                nones++;
+            }
+        } else if (op < 10) {
+            if (sl_ledger_state(l, i) == SL_CHUNK_LEASED)
+                CHECK_INT(sl_ledger_release(l, i, tok[i], op == 9 ? "failed" : NULL, 4, &died), ==, SL_OK);
+        } else if (op < 12) {
+            if (tok[i][0])
+                sl_ledger_saved(l, i, tok[i], 100, 0, &first);
+        } else if (op < 15) {
+            int64_t dead[N], nd;
+            sl_ledger_expire(l, now, 4, dead, N, &nd);
+        } else {
+            /* A reopened ledger orders its chunks anew (its return queue
+             * is not kept); next must follow. */
+            CHECK_INT(sl_ledger_close(l), ==, SL_OK);
+            l = open_ledger("next.ledger", N, false);
+        }
+        check_counts_sum(l);
+    }
+    /* The walk went through redeliveries and through times when every
+     * chunk left was out on lease, to the end: nothing is next then. */
+    sl_ledger_counts c;
+    sl_ledger_counts_get(l, &c);
+    CHECK_MSG(sl_ledger_complete(l), "the walk did not finish the job: %lld pending, %lld leased",
+              (long long)c.pending, (long long)c.leased);
+    CHECK_INT(c.redeliveries, >, N);
+    CHECK_INT(nones, >, 0);
+    CHECK_INT(sl_ledger_next(l), ==, -1);
+    sl_ledger_close(l);
+}
+
 SL_TEST(ledger_dirty_until_flushed, 5)
 {
     sl_ledger *l = open_ledger("dirty.ledger", 2, false);

@@ -167,6 +167,65 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
     free(env_url), free(ledger), free(sink), free(db);
 }
 
+/* Asks for work and checks the reply is chunk `want` at `attempt`, with
+ * exactly the generator's bytes for it (the 500-object job below); keeps
+ * its lease token in token. */
+static void expect_chunk(natsConnection *nc, int want, int attempt, char *token)
+{
+    natsMsg *r = ask_work(nc);
+    CHECK_STR(hdr(r, SL_H_STATUS), "chunk");
+    CHECK_INT(atoi(hdr(r, SL_H_CHUNK)), ==, want);
+    CHECK_INT(atoi(hdr(r, SL_H_ATTEMPT)), ==, attempt);
+    snprintf(token, 40, "%s", hdr(r, SL_H_LEASE));
+    sl_buf body = SL_BUF_INIT;
+    sl_gen_users(1, want, want * 100, 100, &body);
+    CHECK_INT(natsMsg_GetDataLength(r), ==, (int)body.len);
+    CHECK_MSG(memcmp(natsMsg_GetData(r), body.data, body.len) == 0, "chunk %d came with other bytes", want);
+    sl_buf_free(&body);
+    natsMsg_Destroy(r);
+}
+
+SL_TEST(fetcher_sends_the_leased_chunk_whether_built_ahead_or_not, 30)
+{
+    /* The fetcher builds the chunk it expects to lease next before it is
+     * asked; hand-backs change which chunk that is. Whichever chunk a
+     * request leases - the one built ahead, or one that came back out of
+     * turn - its reply carries that chunk's bytes. */
+    th_nats *ns = th_nats_start(NULL);
+    char *env_url = tp_env_url(th_nats_url(ns)), *ledger = tp_flag("ledger", "", "f.ledger");
+    const char *env[] = {env_url, NULL};
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "500", "--chunk-size", "100", "--lease-ms", "60000",
+                           ledger, NULL};
+    th_proc *f = th_spawn("fetcher", fargv, env);
+    th_proc_wait_log(f, "fetcher started", 10000);
+    natsConnection *nc = tp_connect(th_nats_url(ns));
+    char tok[5][40];
+    expect_chunk(nc, 0, 1, tok[0]); /* built on request; 1 is built ahead */
+    expect_chunk(nc, 1, 1, tok[1]); /* built ahead; 2 is built ahead */
+    tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "0", SL_H_LEASE, tok[0], NULL);
+    tp_wait_chunks(nc, "pending", 4, 5000);
+    expect_chunk(nc, 0, 2, tok[0]); /* out of turn: built on request */
+    expect_chunk(nc, 2, 1, tok[2]); /* the one built ahead before the hand-back */
+    tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "2", SL_H_LEASE, tok[2], NULL);
+    tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "1", SL_H_LEASE, tok[1], NULL);
+    tp_wait_chunks(nc, "pending", 4, 5000);
+    expect_chunk(nc, 2, 2, tok[2]); /* 3 had been built ahead */
+    expect_chunk(nc, 1, 2, tok[1]);
+    expect_chunk(nc, 3, 1, tok[3]);
+    expect_chunk(nc, 4, 1, tok[4]); /* built ahead; none is pending now */
+    natsMsg *r = ask_work(nc);
+    CHECK_STR(hdr(r, SL_H_STATUS), "wait");
+    natsMsg_Destroy(r);
+    /* What was built ahead went out with chunk 4: it is not sent again. */
+    tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "4", SL_H_LEASE, tok[4], NULL);
+    tp_wait_chunks(nc, "pending", 1, 5000);
+    expect_chunk(nc, 4, 2, tok[4]);
+    th_proc_free(f);
+    natsConnection_Destroy(nc);
+    th_nats_stop(ns);
+    free(env_url), free(ledger);
+}
+
 SL_TEST(fetcher_linger_answers_done_and_status, 30)
 {
     th_nats *ns = th_nats_start(NULL);
