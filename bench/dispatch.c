@@ -3,9 +3,12 @@
  * The round trip a mapper waits for when it asks for work - P.work out,
  * the fetcher's reply with a chunk back - with nothing else running: one
  * client, connected as a mapper is (sl_bus, the same connection options),
- * asks a real fetcher one request at a time, --gap-us apart, and hands
- * every chunk back at once (P.release without a reason, which costs the
- * chunk no attempt), so the job is left as it was. `make bench` sets it
+ * asks a real fetcher one request at a time, --gap-us apart, keeping
+ * each chunk leased as a mapper would while it works on it, and hands them
+ * all back at the end (P.release without a reason, which costs a chunk no
+ * attempt), so the job is left as it was and can serve the next run: the
+ * chunks come back in the order they went. The job needs at least
+ * --requests chunks. `make bench` sets it
  * beside the round trip the mappers of a running job measure, which also
  * holds the wait for the cores that job keeps busy.
  *
@@ -36,14 +39,16 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Hands the chunk of reply r back to the fetcher. */
-static void release(sl_bus *bus, natsMsg *r)
+/* Hands the chunks of replies r[0..n-1] back to the fetcher. */
+static void release(sl_bus *bus, natsMsg **r, int64_t n)
 {
-    natsMsg *m = sl_msg_new(sl_bus_subject(bus, SL_SUBJ_RELEASE), NULL, NULL, 0);
-    sl_msg_set(m, SL_H_CHUNK, sl_msg_str(r, SL_H_CHUNK));
-    sl_msg_set(m, SL_H_LEASE, sl_msg_str(r, SL_H_LEASE));
-    sl_bus_publish(bus, m);
-    sl_msg_free(m);
+    for (int64_t i = 0; i < n; i++) {
+        natsMsg *m = sl_msg_new(sl_bus_subject(bus, SL_SUBJ_RELEASE), NULL, NULL, 0);
+        sl_msg_set(m, SL_H_CHUNK, sl_msg_str(r[i], SL_H_CHUNK));
+        sl_msg_set(m, SL_H_LEASE, sl_msg_str(r[i], SL_H_LEASE));
+        sl_bus_publish(bus, m);
+        sl_msg_free(m);
+    }
 }
 
 int main(int argc, char **argv)
@@ -88,6 +93,7 @@ int main(int argc, char **argv)
         return 1;
     }
     double *rtt = calloc((size_t)requests, sizeof *rtt);
+    natsMsg **leased = calloc((size_t)requests, sizeof *leased);
     int64_t n = 0, asked = 0;
     int rc = 0;
     /* A reply without a chunk (the job not started, or done) does not
@@ -108,13 +114,17 @@ int main(int argc, char **argv)
         double t1 = sl_now_s();
         const char *status = sl_msg_str(r, SL_H_STATUS);
         if (status && !strcmp(status, SL_STATUS_CHUNK)) {
+            leased[n] = r, r = NULL;
             rtt[n++] = t1 - t0;
-            release(bus, r);
             give_up = sl_now_ms() + 10000;
         }
         natsMsg_Destroy(r);
         usleep((useconds_t)gap_us);
     }
+    release(bus, leased, n);
+    for (int64_t i = 0; i < n; i++)
+        natsMsg_Destroy(leased[i]);
+    free(leased);
     if (!rc && n < requests) {
         fprintf(stderr, "bench-dispatch: %" PRId64 " of %" PRId64 " requests got a chunk\n", n, asked);
         rc = 1;
