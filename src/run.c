@@ -646,8 +646,28 @@ static bool prometheus_ready(int port)
     return ok;
 }
 
-static void stop_children(launcher *ln, bool infra)
+/* Says how role c ended after SIGTERM; false unless it exited 0. */
+static bool stopped_cleanly(launcher *ln, child *c, int status, bool killed)
 {
+    if (is_infra(c->kind) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        return true;
+    if (killed)
+        say(ln, "%s did not stop within %d s; killed", c->name,
+            (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS) / 1000);
+    else if (WIFEXITED(status))
+        say(ln, "%s exited %d as it stopped: %s", c->name, WEXITSTATUS(status), c->last_line);
+    else
+        say(ln, "%s was ended by signal %d as it stopped: %s", c->name, WTERMSIG(status), c->last_line);
+    return false;
+}
+
+/* Stops the roles, and with infra NATS and the monitoring too. False if a
+ * role did not stop cleanly: it exited with another code than 0 (a saver
+ * that could not leave its sink settled; a leak report under ASan) or had
+ * to be killed. */
+static bool stop_children(launcher *ln, bool infra)
+{
+    bool clean = true, killed[MAX_CHILDREN] = {false};
     for (int i = 0; i < ln->nkids; i++)
         if (ln->kids[i].pid > 0 && (infra || !is_infra(ln->kids[i].kind)))
             kill(ln->kids[i].pid, SIGTERM);
@@ -656,16 +676,23 @@ static void stop_children(launcher *ln, bool infra)
         bool any = false;
         for (int i = 0; i < ln->nkids; i++) {
             child *c = &ln->kids[i];
+            int status;
             if (c->pid <= 0 || (!infra && is_infra(c->kind)))
                 continue;
             if (c->fd >= 0)
                 drain_child(ln, c);
-            if (reap(c, NULL, WNOHANG) == c->pid)
+            if (reap(c, &status, WNOHANG) == c->pid) {
+                if (c->fd >= 0)
+                    drain_child(ln, c);
                 c->pid = 0;
-            else if (sl_now_ms() - t0 > (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS))
+                clean &= stopped_cleanly(ln, c, status, killed[i]);
+            } else if (sl_now_ms() - t0 > (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS)) {
                 kill(c->pid, SIGKILL);
-            else
+                killed[i] = true;
                 any = true;
+            } else {
+                any = true;
+            }
         }
         if (!any)
             break;
@@ -673,13 +700,7 @@ static void stop_children(launcher *ln, bool infra)
          * 20 ms (two rounds) to the end of every run. */
         usleep(1000);
     }
-    for (int i = 0; i < ln->nkids; i++) {
-        child *c = &ln->kids[i];
-        if (c->pid > 0 && (infra || !is_infra(c->kind))) {
-            reap(c, NULL, 0);
-            c->pid = 0;
-        }
-    }
+    return clean;
 }
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -955,7 +976,10 @@ static int supervise(const sl_config *cfg, sl_forkserver *fs, int64_t started_ms
     /* The fetcher publishes P.done just before it exits; let it arrive. */
     if (rc == 0 || rc == 3)
         natsConnection_FlushTimeout(sl_bus_nc(ln.bus), 500);
-    stop_children(&ln, false);
+    if (!stop_children(&ln, false) && (rc == 0 || rc == 3)) {
+        say(&ln, "the job is done, but a role did not stop cleanly (above)");
+        rc = 1;
+    }
     /* The job's time ends when the savers have stopped: only then is
      * every object where readers look for it (a saver's last merge). */
     ln.ended_ms = sl_now_ms();

@@ -132,12 +132,14 @@ static void release(saver *s, batched *b)
  * meanwhile. A failure counts as a failed transaction: nothing is lost
  * (the work stays deferred), but the sink is not well. Called with mu held
  * and no transaction open. */
-static void settle(saver *s, sl_settle how)
+/* False if the sink's deferred work failed (it stays deferred). */
+static bool settle(saver *s, sl_settle how)
 {
-    bool more = false;
+    bool more = false, ok = true;
     if (sl_now_ms() < s->settle_at_ms && how != SL_SETTLE_ALL)
-        return;
+        return true;
     if (sl_sink_settle(s->sink, how, &more) != SL_OK) {
+        ok = false;
         sl_error("deferred write failed", "error=%s", sl_log_q(sl_errmsg()));
         s->failed_commits++;
         sl_metric_inc(s->m_failures);
@@ -147,6 +149,7 @@ static void settle(saver *s, sl_settle how)
         more = true;
     }
     s->settle_more = more;
+    return ok;
 }
 
 /* Room left for headers when a batch of confirmations is sized. */
@@ -472,9 +475,13 @@ cleanup:
     pthread_mutex_lock(&s.mu);
     end_batch(&s, true);
     /* Leaves the sink as readers expect it after a job: everything in the
-     * objects table. Killed meanwhile, the next saver finishes it. */
-    if (s.sink)
-        settle(&s, SL_SETTLE_ALL);
+     * objects table. Killed meanwhile, or failing, the next saver finishes
+     * it; a failure is this saver's exit code, so that `run` does not call
+     * the job done while objects wait where readers do not look. */
+    if (s.sink && !settle(&s, SL_SETTLE_ALL) && rc == 0) {
+        sl_error("objects left staged; the next saver on this sink moves them to the objects table", NULL);
+        rc = 1;
+    }
     pthread_mutex_unlock(&s.mu);
     sl_bus_close(s.bus, 5000);
     free(s.batch);

@@ -914,6 +914,26 @@ static char *mount_tmpfs(const char *name, int size_mb, char *why, size_t whylen
     return dir;
 }
 
+/* A tmpfs of size_mb for a test's SQLite file: *db is <disk>/out.db and
+ * *filler <disk>/filler, a name to fill it with. NULL, the test skipped
+ * with the reason, if none can be mounted. */
+static char *db_disk(int size_mb, char **db, char **filler)
+{
+    char why[256];
+    char *disk = mount_tmpfs("disk", size_mb, why, sizeof why);
+    if (!disk) {
+        fprintf(stderr, "    SKIPPED: %s\n", why);
+        return NULL;
+    }
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_printf(&b, "%s/out.db", disk);
+    *db = b.data;
+    b = (sl_buf)SL_BUF_INIT;
+    sl_buf_printf(&b, "%s/filler", disk);
+    *filler = b.data;
+    return disk;
+}
+
 /* Writes to path until the file system is full; returns the bytes. */
 static int64_t fill(const char *path)
 {
@@ -950,19 +970,9 @@ static int64_t check_done_le_committed(rig *r, const char *db, int64_t *committe
 
 SL_TEST(chaos_saver_disk_full_then_freed, 90)
 {
-    char why[256];
-    char *disk = mount_tmpfs("disk", 32, why, sizeof why);
-    if (!disk) {
-        fprintf(stderr, "    SKIPPED: %s\n", why);
+    char *db, *filler, *disk = db_disk(32, &db, &filler);
+    if (!disk)
         return;
-    }
-    char *db = NULL, *filler = NULL;
-    sl_buf b = SL_BUF_INIT;
-    sl_buf_printf(&b, "%s/out.db", disk);
-    db = b.data;
-    b = (sl_buf)SL_BUF_INIT;
-    sl_buf_printf(&b, "%s/filler", disk);
-    filler = b.data;
 
     th_nats *ns = th_nats_start(NULL);
     rig r;
@@ -1101,6 +1111,90 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
     th_nats_stop(ns);
 }
 
+/* ---- a saver that cannot merge as it stops ------------------------------- */
+
+/* A saver that stages every object and merges none while it runs: all
+ * the merging is left to its stop. */
+static th_proc *saver_merging_at_stop(rig *r, const char *name)
+{
+    const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=1000000000",
+                         "SLUICE_SQLITE_MERGE_AGE_MS=1000000000", NULL};
+    const char *argv[] = {"sluice", "saver", r->sink_flag, NULL};
+    th_proc *s = th_spawn(name, argv, env);
+    th_proc_wait_log(s, "saver started", 10000);
+    return s;
+}
+
+SL_TEST(chaos_saver_that_cannot_merge_at_stop_says_so, 90)
+{
+    /* A saver leaves its sink with every object in the objects table as it
+     * stops (its last merge). With the disk full that merge fails: the
+     * objects stay staged - committed and confirmed, so nothing is lost -
+     * and the saver says so and exits 1 rather than 0, which `run` reports
+     * as a job that is done but not in place. The next saver on the file
+     * moves them. */
+    char *db, *filler, *disk = db_disk(64, &db, &filler);
+    if (!disk)
+        return;
+    th_nats *ns = th_nats_start(NULL);
+    rig r;
+    rig_start(&r, th_nats_url(ns), db);
+    const char *fextra[] = {"--objects", "20000", NULL};
+    th_proc *s = saver_merging_at_stop(&r, "saver");
+    th_proc *m = role(&r, "mapper", "mapper", NULL, NULL);
+    th_proc *f = role(&r, "fetcher", "fetcher", fextra, NULL);
+    CHECK_INT(th_proc_wait(f, 60000), ==, 0);
+    th_proc_free(f);
+    stop_clean(m);
+    CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 20000);
+    CHECK_INT(sql_int(db, "SELECT count(*) FROM objects"), ==, 0);
+
+    fill(filler);
+    th_proc_kill(s, SIGTERM);
+    int code = th_proc_wait(s, 30000);
+    no_sanitizer_report(s);
+    CHECK_INT(code, ==, 1);
+    char *log = th_proc_log(s);
+    CHECK_MSG(strstr(log, "objects left staged"), "the saver did not say what it left (log: %s)", th_proc_log_path(s));
+    free(log);
+    th_proc_free(s);
+    CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 20000);
+
+    CHECK_MSG(unlink(filler) == 0, "unlink %s: %s", filler, strerror(errno));
+    stop_clean(saver_merging_at_stop(&r, "saver2"));
+    CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 0);
+    tp_verify_sink(db, 20000, 100, 0);
+    rig_stop(&r);
+    th_nats_stop(ns);
+    free(filler), free(db), free(disk);
+    detach_disk();
+}
+
+SL_TEST(chaos_run_is_not_done_while_objects_wait_staged, 60)
+{
+    /* The same through `sluice run`, on a disk with room for the job's
+     * staged objects (about 6 MB for 20,000) but not for merging them as
+     * the saver stops: run says which role did not stop cleanly and exits
+     * 1, not 0, though every chunk was saved. */
+    char *db, *filler, *disk = db_disk(8, &db, &filler);
+    if (!disk)
+        return;
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_printf(&b, "--sink=sqlite:%s", db);
+    char *sink = b.data, *ledger = tp_flag("ledger", "", "run.ledger");
+    const char *env[] = {"SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=1000000000",
+                         "SLUICE_SQLITE_MERGE_AGE_MS=1000000000", NULL};
+    const char *argv[] = {"sluice", "run", "--objects", "20000", "--mappers", "1", sink, ledger, NULL};
+    char *out = NULL;
+    int code = th_run(argv, env, &out, 50000);
+    CHECK_MSG(code == 1, "run exited %d:\n%s", code, out);
+    CHECK_MSG(strstr(out, "job default complete") == NULL, "run called the job complete:\n%s", out);
+    CHECK_MSG(strstr(out, "saver.1 exited 1 as it stopped") && strstr(out, "objects left staged"),
+              "run did not say which role failed and why:\n%s", out);
+    free(out), free(sink), free(ledger), free(db), free(filler), free(disk);
+    detach_disk();
+}
+
 /* ---- a saver far slower than its mappers --------------------------------- */
 
 /* VmRSS of a process in KiB, or -1 once it is gone. */
@@ -1232,18 +1326,9 @@ SL_TEST(chaos_sink_outage_does_not_kill_good_chunks, 90)
      * max-attempts x lease-ms (here a full disk for 3 s, 3 x 500 ms) kills
      * no chunk, and the job completes once the disk has room again. (It
      * once dead-lettered 87 of 100 chunks.) */
-    char why[256];
-    char *disk = mount_tmpfs("disk", 32, why, sizeof why);
-    if (!disk) {
-        fprintf(stderr, "    SKIPPED: %s\n", why);
+    char *db, *filler, *disk = db_disk(32, &db, &filler);
+    if (!disk)
         return;
-    }
-    sl_buf b = SL_BUF_INIT;
-    sl_buf_printf(&b, "%s/out.db", disk);
-    char *db = b.data;
-    b = (sl_buf)SL_BUF_INIT;
-    sl_buf_printf(&b, "%s/filler", disk);
-    char *filler = b.data;
     th_nats *ns = th_nats_start(NULL);
     rig r;
     rig_start(&r, th_nats_url(ns), db);
