@@ -1,5 +1,9 @@
 /* sink_pg.c - the PostgreSQL sink: postgres://... or postgresql://...,
- * handed to libpq (PQconnectdb) exactly as given.
+ * handed to libpq as given, with one default of ours: a connection attempt
+ * gives up after CONNECT_TIMEOUT_S unless the URI (connect_timeout=) or
+ * PGCONNECT_TIMEOUT says otherwise. libpq's own default is to wait for as
+ * long as the kernel does (minutes for a host that drops packets), and a
+ * saver reconnecting at the start of a transaction would hang that long.
  *
  *   objects(id text PRIMARY KEY, doc jsonb NOT NULL, chunk bigint NOT NULL)
  *   chunks(idx bigint PRIMARY KEY, count bigint NOT NULL,
@@ -52,6 +56,7 @@
 #include "url.h"
 
 #define ROWS_PER_INSERT 1000
+#define CONNECT_TIMEOUT_S "10"
 /* "sluice" in ASCII: the advisory lock that serialises schema creation. */
 #define SCHEMA_LOCK 0x736c75696365LL
 
@@ -434,7 +439,12 @@ sl_status sl_sink_pg_open(const char *uri, const sl_sink_opts *o, void **impl, c
         st = sl_fail(SL_EINVAL, "SLUICE_PG_BATCH: \"%s\" is not values or copy", via);
         goto fail;
     }
-    s->pc = PQconnectdb(uri);
+    /* Keywords are applied in order, so the URI's connect_timeout, if it
+     * has one, overrides ours. */
+    const char *keys[] = {"connect_timeout", "dbname", NULL}, *vals[] = {CONNECT_TIMEOUT_S, uri, NULL};
+    const char *env_timeout = getenv("PGCONNECT_TIMEOUT");
+    int skip = env_timeout && env_timeout[0] ? 1 : 0;
+    s->pc = PQconnectdbParams(keys + skip, vals + skip, 1);
     if ((st = connected(s, "connect")) || (st = create_schema(s)))
         goto fail;
     *impl = s;
