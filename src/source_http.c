@@ -20,7 +20,8 @@
  * request, at most 10 s of it to connect), a 5xx or a 429 is retried up to
  * --source-retries times, after 100 ms, 200 ms, 400 ms ... (at most 5 s,
  * each with up to half of it taken off at random, so a fleet of retries
- * does not come back in step). Any other answer that is not 2xx fails at
+ * does not come back in step) - or after the Retry-After of a 429 or 503
+ * when that is longer (seconds or a date; at most RETRY_AFTER_MAX_MS). Any other answer that is not 2xx fails at
  * once with its status, the URL (password hidden) and the start of the
  * body, as does a 2xx body that is not one of the shapes above. A chunk that
  * fails is the fetcher's to retry later, and in the end to dead-letter.
@@ -59,6 +60,9 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
+/* The longest Retry-After honoured: a server asking for more is asked again
+ * after this, rather than the source sitting silent for as long. */
+#define RETRY_AFTER_MAX_MS 60000
 #define SHOWN_BODY 200 /* bytes of an error answer's body in the message */
 
 /* ---- templates ---------------------------------------------------------- */
@@ -260,6 +264,21 @@ static int64_t backoff_ms(http_source *s, int64_t attempt)
     return ms - (int64_t)(z % (uint64_t)(ms / 2 + 1));
 }
 
+/* The wait before retry `attempt` of an answer with status code: the
+ * backoff, or the server's Retry-After when a 429 or 503 has a longer one. */
+static int64_t retry_wait_ms(http_source *s, CURL *c, long code, int64_t attempt)
+{
+    int64_t ms = backoff_ms(s, attempt);
+    curl_off_t after = 0;
+    if ((code == 429 || code == 503) && curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
+        after > 0) {
+        int64_t want = after > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS : (int64_t)after * 1000;
+        if (want > ms)
+            ms = want;
+    }
+    return ms;
+}
+
 /* Sleeps ms unless the source is stopping; false if it is. */
 static bool pause_ms(http_source *s, int64_t ms)
 {
@@ -421,7 +440,7 @@ static sl_status fetch_page(http_source *s, int64_t idx, sl_buf *out, int64_t *c
         sl_buf_free(&why);
         if (s->on_retry)
             s->on_retry(s->on_retry_arg);
-        if (!pause_ms(s, backoff_ms(s, attempt))) {
+        if (!pause_ms(s, retry_wait_ms(s, c, code, attempt))) {
             st = sl_fail(SL_EIO, "GET %s: stopped", shown);
             break;
         }

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -195,7 +196,8 @@ SL_TEST(source_http_mock_api_fails_and_slows_the_share_asked, 20)
 
 /* ---- the source against an API of the test's own ------------------------- */
 
-static atomic_int flaky_calls;
+static atomic_int flaky_calls, busy_calls;
+static _Atomic int64_t busy_at[2]; /* when /busy was asked first and second */
 
 static enum MHD_Result fake_api(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                 const char *version, const char *data, size_t *size, void **state)
@@ -217,6 +219,12 @@ static enum MHD_Result fake_api(void *cls, struct MHD_Connection *c, const char 
     } else if (!strcmp(url, "/flaky")) {
         code = atomic_fetch_add(&flaky_calls, 1) < 2 ? 503 : 200;
         sl_buf_puts(&b, code == 200 ? chunk.data : "busy");
+    } else if (!strcmp(url, "/busy")) { /* 429 with Retry-After (1 s, or a date) once, then the page */
+        int k = atomic_fetch_add(&busy_calls, 1);
+        if (k < 2)
+            atomic_store(&busy_at[k], th_now_ms());
+        code = k == 0 ? 429 : 200;
+        sl_buf_puts(&b, code == 200 ? chunk.data : "slow down");
     } else if (!strcmp(url, "/notjson")) {
         sl_buf_puts(&b, "<html>hello</html>");
     } else if (!strcmp(url, "/short")) { /* always 3 objects */
@@ -232,6 +240,10 @@ static enum MHD_Result fake_api(void *cls, struct MHD_Connection *c, const char 
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data ? b.data : (void *)"",
                                                              MHD_RESPMEM_MUST_COPY);
+    if (code == 429) {
+        const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+        MHD_add_response_header(r, "Retry-After", after ? after : "1");
+    }
     enum MHD_Result ok = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     sl_buf_free(&b);
@@ -308,6 +320,26 @@ SL_TEST(source_http_reads_every_answer_shape, 30)
     CHECK(open_at(port, "/flaky?page={chunk}", 2000, 1, &src) == SL_EIO);
     CHECK_MSG(strstr(sl_errmsg(), "HTTP 503: busy (no retries left)"), "%s", sl_errmsg());
     CHECK_INT(atomic_load(&retries_seen), ==, 1);
+    /* A 429 with Retry-After: 1 waits that second, not the first backoff
+     * (100 ms at most), and the page comes. */
+    atomic_store(&retries_seen, 0);
+    CHECK_MSG(open_at(port, "/busy?page={chunk}", 2000, 3, &src) == SL_OK, "%s", sl_errmsg());
+    CHECK_INT(atomic_load(&retries_seen), ==, 1);
+    int64_t waited = atomic_load(&busy_at[1]) - atomic_load(&busy_at[0]);
+    CHECK_MSG(waited >= 950, "asked again %lld ms after a Retry-After of 1 s", (long long)waited);
+    check_chunks(src);
+    sl_source_destroy(src);
+    /* The same in its date form, an HTTP-date 2 s ahead (to the second). */
+    atomic_store(&busy_calls, 0);
+    char path[128], date[64];
+    time_t ahead = time(NULL) + 2;
+    struct tm tm;
+    strftime(date, sizeof date, "%a,%%20%d%%20%b%%20%Y%%20%H:%M:%S%%20GMT", gmtime_r(&ahead, &tm));
+    snprintf(path, sizeof path, "/busy?after=%s&page={chunk}", date);
+    CHECK_MSG(open_at(port, path, 2000, 3, &src) == SL_OK, "%s", sl_errmsg());
+    waited = atomic_load(&busy_at[1]) - atomic_load(&busy_at[0]);
+    CHECK_MSG(waited >= 900, "asked again %lld ms before the Retry-After date", (long long)waited);
+    sl_source_destroy(src);
     /* A page of another size than its chunk: passed on as served. */
     CHECK_MSG(open_at(port, "/short?page={chunk}", 2000, 0, &src) == SL_OK, "%s", sl_errmsg());
     sl_buf b = SL_BUF_INIT;
