@@ -38,6 +38,10 @@ static void on_closed(natsConnection *nc, void *closure)
 }
 
 /* nats.c's last error, without the "(conn.c:2088): " it starts with. */
+/* Connections with a signature made before an authorization failure is
+ * believed (sl_bus_open). */
+#define SIGNED_CONNECT_TRIES 4
+
 static const char *nats_detail(natsStatus s)
 {
     const char *d = nats_GetLastError(NULL);
@@ -197,7 +201,18 @@ sl_status sl_bus_open(sl_bus **out, const sl_config *cfg, const char *name)
             goto cleanup;
         }
     }
-    if ((s = natsConnection_Connect(&bus->nc, o)) != NATS_OK) {
+    /* nats.c before 3.8 (Debian 12 has 3.4.1) leaves the signature of the
+     * server's nonce out of CONNECT when its first byte is 0 - one signed
+     * connection in 256 - and the server refuses it as unauthorized
+     * (nats.c #705). A new connection signs a new nonce, so a signed
+     * connection refused so is made again a few times before the refusal
+     * counts; wrong credentials still fail within milliseconds. */
+    bool signs = cfg->nats_creds[0] || cfg->nats_nkey[0];
+    for (int tries = 1; (s = natsConnection_Connect(&bus->nc, o)) == NATS_CONNECTION_AUTH_FAILED && signs &&
+                        tries < SIGNED_CONNECT_TRIES;
+         tries++)
+        ;
+    if (s != NATS_OK) {
         char shown[512];
         sl_url_redact(cfg->nats_url, shown, sizeof shown);
         /* A server that wants a client certificate it trusts closes the

@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "bus.h"
+#include "config.h"
 #include "pipeline.h"
 #include "test.h"
 
@@ -465,27 +467,43 @@ static char *write_creds(const char *name, const char *jwt, const char *seed)
     return path;
 }
 
-SL_TEST(auth_jwt_credentials_operator_mode, 120)
+/* A server in operator mode: the chain of trust is an operator (which the
+ * server trusts), an account it signed (preloaded into the server's
+ * memory resolver), a user the account signed (the .creds file, in
+ * *creds). The account's key in *acct, the user's in *user, the user's
+ * JWT in *ujwt (caller frees both strings). extra: more server arguments
+ * (NULL-terminated, at most 2) or NULL. */
+static th_nats *operator_server(nkey *acct, nkey *user, char **ujwt, char **creds, const char *const *extra)
 {
-    /* The chain of trust: an operator (which the server trusts), an account
-     * it signed (preloaded into the server's memory resolver), a user the
-     * account signed (the .creds file). */
-    nkey op = make_nkey(NKEY_OPERATOR, "operator"), acct = make_nkey(NKEY_ACCOUNT, "account");
-    nkey user = make_nkey(NKEY_USER, "user");
+    nkey op = make_nkey(NKEY_OPERATOR, "operator");
+    *acct = make_nkey(NKEY_ACCOUNT, "account");
+    *user = make_nkey(NKEY_USER, "user");
     CHECK(op.seed[0] == 'S' && op.seed[1] == 'O' && op.pub[0] == 'O');
-    CHECK(acct.seed[1] == 'A' && acct.pub[0] == 'A' && user.seed[1] == 'U' && user.pub[0] == 'U');
+    CHECK(acct->seed[1] == 'A' && acct->pub[0] == 'A' && user->seed[1] == 'U' && user->pub[0] == 'U');
     char *opjwt = make_jwt(&op, op.pub, "sluice-test-operator",
                            json_pack("{s:s, s:i}", "type", "operator", "version", 2));
     char *opfile = write_tmp("operator.jwt", opjwt);
-    char *ajwt = account_jwt(&op, &acct), *ujwt = user_jwt(&acct, &user);
+    char *ajwt = account_jwt(&op, acct);
+    *ujwt = user_jwt(acct, user);
     sl_buf conf = SL_BUF_INIT;
     sl_buf_printf(&conf, "operator: \"%s\"\nresolver: MEMORY\nresolver_preload: {\n  %s: \"%s\"\n}\n", opfile,
-                  acct.pub, ajwt);
+                  acct->pub, ajwt);
     char *confpath = write_tmp("operator.conf", conf.data);
-    const char *args[] = {"-c", confpath, NULL};
+    const char *args[5] = {"-c", confpath, NULL};
+    for (int i = 0; extra && extra[i] && i < 2; i++)
+        args[2 + i] = extra[i];
     th_nats *ns = th_nats_start(args);
+    *creds = write_creds("user.creds", *ujwt, user->seed);
+    free(opjwt), free(opfile), free(ajwt), free(confpath);
+    sl_buf_free(&conf);
+    return ns;
+}
 
-    char *creds = write_creds("user.creds", ujwt, user.seed);
+SL_TEST(auth_jwt_credentials_operator_mode, 120)
+{
+    nkey acct, user;
+    char *ujwt, *creds;
+    th_nats *ns = operator_server(&acct, &user, &ujwt, &creds, NULL);
     envl e = {0};
     env_add(&e, "NATS_URL=%s", th_nats_url(ns));
     env_add(&e, "NATS_CREDS=%s", creds);
@@ -513,9 +531,43 @@ SL_TEST(auth_jwt_credentials_operator_mode, 120)
     CHECK_MSG(!strstr(logs, user.seed) && !strstr(logs, user2.seed), "a seed is in a log:\n%s", logs);
     free(logs);
 
-    free(opjwt), free(opfile), free(ajwt), free(ujwt), free(confpath), free(creds);
+    free(ujwt), free(creds);
     free(sjwt), free(screds), free(mixed);
-    sl_buf_free(&conf);
+    th_nats_stop(ns);
+}
+
+SL_TEST(auth_signed_connect_survives_an_unsigned_nonce, 120)
+{
+    /* nats.c 3.4 drops the nonce's signature from CONNECT when the
+     * signature's first byte is 0 (one connection in 256), and the server
+     * refuses it ("Signature missing" in its debug log). Connect with
+     * credentials until the server has refused at least one such
+     * connection: every sl_bus_open must have succeeded, for it connects
+     * again. */
+    nkey acct, user;
+    char *ujwt, *creds;
+    const char *debug[] = {"-D", NULL};
+    th_nats *ns = operator_server(&acct, &user, &ujwt, &creds, debug);
+    char url[128], cr[512];
+    snprintf(url, sizeof url, "--nats-url=%s", th_nats_url(ns));
+    snprintf(cr, sizeof cr, "--nats-creds=%s", creds);
+    char *argv[] = {url, cr, NULL};
+    sl_config cfg;
+    bool help = false;
+    CHECK_MSG(sl_config_load(&cfg, SL_CMD_STATUS, 2, argv, &help) == SL_OK, "%s", sl_errmsg());
+    int runs = 0, unsigned_seen = 0;
+    for (; runs < 5000 && unsigned_seen == 0; runs++) {
+        sl_bus *bus = NULL;
+        CHECK_MSG(sl_bus_open(&bus, &cfg, "sluice-test") == SL_OK, "connection %d: %s", runs + 1, sl_errmsg());
+        sl_bus_close(bus, 0);
+        if (runs % 50 == 49)
+            unsigned_seen = th_count_in_file(th_nats_log_path(ns), "Signature missing");
+    }
+    unsigned_seen = th_count_in_file(th_nats_log_path(ns), "Signature missing");
+    fprintf(stderr, "    %d connections, %d refused unsigned and made again\n", runs, unsigned_seen);
+    CHECK_MSG(unsigned_seen > 0, "no unsigned connection in %d (expected about 1 in 256)", runs);
+    sl_config_free(&cfg);
+    free(ujwt), free(creds);
     th_nats_stop(ns);
 }
 
