@@ -89,6 +89,39 @@ SL_TEST(shutdown_mapper_hands_its_chunk_back_at_once, 60)
     rig_stop(&r);
 }
 
+SL_TEST(shutdown_mapper_leaves_accepted_chunks_to_the_saver, 60)
+{
+    /* A mapper with chunks in flight (sent to the saver, --in-flight 4)
+     * is stopped mid-job: the chunks the saver accepted are the saver's to
+     * commit and confirm, so the mapper hands back only what it still
+     * holds itself - the chunk it maps and the one prefetched - and no
+     * hand-back reaches the fetcher after the saver's confirmation (it
+     * once handed back all six, most of them stale). */
+    rig r;
+    rig_start(&r);
+    const char *fargv[] = {"sluice", "fetcher", "--objects", "100000", r.ledger, NULL};
+    const char *sargv[] = {"sluice", "saver", r.sink, NULL};
+    const char *margv[] = {"sluice", "mapper", "--work-ms", "20", "--in-flight", "4", NULL};
+    th_proc *f = th_spawn("fetcher", fargv, r.env), *s = th_spawn("saver", sargv, r.env);
+    th_proc *m = th_spawn("mapper", margv, r.env);
+    tp_wait_chunks(r.nc, "done", 20, 20000);
+    th_proc_kill(m, SIGTERM);
+    CHECK_INT(th_proc_wait(m, 5000), ==, 0);
+    char *log = th_proc_log(m);
+    int handed = th_count_in_file(th_proc_log_path(m), "stopping: chunk handed back");
+    CHECK_MSG(handed <= 2, "the mapper handed back %d chunks:\n%s", handed, log);
+    free(log);
+    /* The job goes on with another mapper; the fetcher never met a stale
+     * hand-back, and every object is there once. */
+    const char *m2argv[] = {"sluice", "mapper", NULL};
+    th_proc *m2 = th_spawn("mapper2", m2argv, r.env);
+    CHECK_INT(th_proc_wait(f, 60000), ==, 0);
+    CHECK_INT(th_count_in_file(th_proc_log_path(f), "stale_lease"), ==, 0);
+    tp_verify_sink(r.db, 100000, 100, 0);
+    th_proc_free(m2), th_proc_free(m), th_proc_free(s), th_proc_free(f);
+    rig_stop(&r);
+}
+
 /* Polls P.status until chunks.leased reaches want; returns whether it did
  * within timeout_ms. */
 static bool leased_reaches(natsConnection *nc, int64_t want, int timeout_ms)
