@@ -83,7 +83,7 @@ typedef struct {
     bool settle_more;     /* the sink has deferred work */
     int64_t settle_at_ms; /* not before then (after a failure) */
     sl_telemetry tel;
-    sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready, *m_commits;
+    sl_metric *m_chunks, *m_objects, *m_dead, *m_stored, *m_failures, *m_duration, *m_ready, *m_commits, *m_settle;
     sl_metric *bad_header, *bad_body;
 } saver;
 
@@ -138,13 +138,23 @@ static bool settle(saver *s, sl_settle how)
     bool more = false, ok = true;
     if (sl_now_ms() < s->settle_at_ms && how != SL_SETTLE_ALL)
         return true;
-    if (sl_sink_settle(s->sink, how, &more) != SL_OK) {
+    int64_t txs = sl_sink_settle_txs(s->sink);
+    double t0 = sl_now_s();
+    sl_status st = sl_sink_settle(s->sink, how, &more);
+    /* The metrics exist unless the saver failed before registering them
+     * and settles a sink left staged as it exits. */
+    bool metrics = s->m_settle != NULL;
+    if (metrics && sl_sink_settle_txs(s->sink) > txs)
+        sl_metric_observe(s->m_settle, sl_now_s() - t0);
+    if (st != SL_OK) {
         ok = false;
         sl_error("deferred write failed", "error=%s", sl_log_q(sl_errmsg()));
         s->failed_commits++;
-        sl_metric_inc(s->m_failures);
+        if (metrics) {
+            sl_metric_inc(s->m_failures);
+            sl_metric_set(s->m_ready, 0);
+        }
         s->sink_ok = false;
-        sl_metric_set(s->m_ready, 0);
         s->settle_at_ms = sl_now_ms() + SETTLE_RETRY_MS;
         more = true;
     }
@@ -383,6 +393,10 @@ static void register_metrics(saver *s)
     s->m_commits = sl_metrics_counter(m, "sluice_sink_commits_total",
                                       "Transactions of chunks committed (group commit: one may hold several).", "");
     s->m_ready = sl_metrics_gauge(m, "sluice_sink_ready", "1 when the last transaction on the sink committed.", "");
+    s->m_settle = sl_metrics_histogram(m, "sluice_sink_settle_seconds",
+                                       "Deferred work between chunk transactions (SQLite: a merge's sort or slice);"
+                                       " the saver takes no chunk meanwhile.",
+                                       "", sl_metrics_duration_bounds, sl_metrics_duration_nbounds);
     s->bad_header = sl_telemetry_bad(&s->tel, "bad_header");
     s->bad_body = sl_telemetry_bad(&s->tel, "bad_body");
 }

@@ -11,6 +11,7 @@
 struct sl_sink {
     void *impl;
     const sl_sink_ops *ops;
+    int64_t settle_txs;
 };
 
 sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
@@ -84,7 +85,15 @@ void sl_sink_rollback(sl_sink *s) { s->ops->rollback(s->impl); }
 sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more)
 {
     *more = false;
-    return s->ops->settle ? s->ops->settle(s->impl, how, more) : SL_OK;
+    int64_t txs = 0;
+    sl_status st = s->ops->settle ? s->ops->settle(s->impl, how, more, &txs) : SL_OK;
+    s->settle_txs += txs;
+    return st;
+}
+
+int64_t sl_sink_settle_txs(const sl_sink *s)
+{
+    return s->settle_txs;
 }
 
 void sl_sink_destroy(sl_sink *s)

@@ -52,6 +52,8 @@ void sl_sink_rollback(sl_sink *s);
  * defer nothing return SL_OK with *more false. */
 typedef enum { SL_SETTLE_DUE, SL_SETTLE_IDLE, SL_SETTLE_ALL } sl_settle;
 sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more);
+/* Transactions of deferred work done so far (a merge's sort or slice). */
+int64_t sl_sink_settle_txs(const sl_sink *s);
 
 void sl_sink_destroy(sl_sink *s); /* accepts NULL */
 
@@ -65,7 +67,8 @@ typedef struct {
     sl_status (*commit)(void *impl);
     void (*rollback)(void *impl);
     void (*destroy)(void *impl);
-    sl_status (*settle)(void *impl, sl_settle how, bool *more); /* NULL: nothing deferred */
+    /* NULL: nothing deferred. *txs: the transactions it did. */
+    sl_status (*settle)(void *impl, sl_settle how, bool *more, int64_t *txs);
 } sl_sink_ops;
 
 /* The three table names of o->table (NULL: "objects"), each double-quoted

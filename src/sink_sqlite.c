@@ -193,7 +193,7 @@ static sl_status merge_tx(sqlite_sink *s, sqlite3_stmt *a, sqlite3_stmt *b)
  * has waited long enough for a reader. SL_SETTLE_DUE carries on a merge
  * that has begun one slice at a time; SL_SETTLE_IDLE does one transaction
  * of whatever is staged; SL_SETTLE_ALL merges everything. */
-static sl_status sq_settle(void *impl, sl_settle how, bool *more)
+static sl_status sq_settle(void *impl, sl_settle how, bool *more, int64_t *txs)
 {
     sqlite_sink *s = impl;
     SL_ASSERT(!s->in_tx);
@@ -222,6 +222,7 @@ static sl_status sq_settle(void *impl, sl_settle how, bool *more)
             s->staged_since = 0;
             s->leftover = false;
         }
+        ++*txs;
         if (how != SL_SETTLE_ALL)
             return SL_OK;
     }

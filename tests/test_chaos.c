@@ -1054,7 +1054,11 @@ static th_proc *staging_saver(rig *r, int *port)
     const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=3000",
                          "SLUICE_SQLITE_SLICE_ROWS=200", NULL};
     const char *argv[] = {"sluice", "saver", "--http", "127.0.0.1:0", r->sink_flag, NULL};
-    th_proc *s = th_spawn("saver", argv, env);
+    /* A log of its own: the port is read from the first "listening" line. */
+    static int n;
+    char name[32];
+    snprintf(name, sizeof name, "saver%d", ++n);
+    th_proc *s = th_spawn(name, argv, env);
     *port = tp_http_port(s);
     return s;
 }
@@ -1101,6 +1105,11 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
         s = staging_saver(&r, &sport);
     }
     CHECK_INT(th_proc_wait(f, 60000), ==, 0);
+    /* The last saver merged while chunks came (3,000 staged rows make a
+     * merge due); its merge transactions are timed. */
+    double merges = scrape(sport, "sluice_sink_settle_seconds_count");
+    CHECK_MSG(merges >= 2, "the last saver timed %g merge transactions", merges);
+    CHECK(scrape(sport, "sluice_sink_settle_seconds_sum") > 0);
     stop_clean(m1), stop_clean(m2), stop_clean(s);
     th_proc_free(f);
     CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_staged"), ==, 0);
