@@ -131,8 +131,8 @@ static void release(saver *s, batched *b)
 /* Lets the sink do its deferred work (sl_sink_settle); chunks wait
  * meanwhile. A failure counts as a failed transaction: nothing is lost
  * (the work stays deferred), but the sink is not well. Called with mu held
- * and no transaction open. */
-/* False if the sink's deferred work failed (it stays deferred). */
+ * and no transaction open. False if the deferred work failed. Each call
+ * that did some is one observation of sluice_sink_settle_seconds. */
 static bool settle(saver *s, sl_settle how)
 {
     bool more = false, ok = true;
@@ -394,8 +394,8 @@ static void register_metrics(saver *s)
                                       "Transactions of chunks committed (group commit: one may hold several).", "");
     s->m_ready = sl_metrics_gauge(m, "sluice_sink_ready", "1 when the last transaction on the sink committed.", "");
     s->m_settle = sl_metrics_histogram(m, "sluice_sink_settle_seconds",
-                                       "Deferred work between chunk transactions (SQLite: a merge's sort or slice);"
-                                       " the saver takes no chunk meanwhile.",
+                                       "Deferred work between chunk transactions (SQLite: a merge's sort or slice;"
+                                       " at the stop, all that is left); the saver takes no chunk meanwhile.",
                                        "", sl_metrics_duration_bounds, sl_metrics_duration_nbounds);
     s->bad_header = sl_telemetry_bad(&s->tel, "bad_header");
     s->bad_body = sl_telemetry_bad(&s->tel, "bad_body");
