@@ -37,11 +37,11 @@ static void on_closed(natsConnection *nc, void *closure)
     pthread_mutex_unlock(&bus->mu);
 }
 
-/* nats.c's last error, without the "(conn.c:2088): " it starts with. */
 /* Connections with a signature made before an authorization failure is
  * believed (sl_bus_open). */
 #define SIGNED_CONNECT_TRIES 4
 
+/* nats.c's last error, without the "(conn.c:2088): " it starts with. */
 static const char *nats_detail(natsStatus s)
 {
     const char *d = nats_GetLastError(NULL);

@@ -400,11 +400,12 @@ static void flight_answer(mapper *mp, natsStatus s, natsMsg *ack)
 
 /* Waits, as the mapper stops, up to STOP_ANSWER_WAIT_MS for the savers'
  * answers to the chunks it sent; then hands the chunks still unanswered
- * back. Called last, after the chunk it held and the prefetched one went
- * back, so that the wait does not hold those up. A chunk a saver accepted is that saver's to commit and confirm:
+ * back. A chunk a saver accepted is that saver's to commit and confirm:
  * handed back as well, it was leased and mapped again, or its hand-back
  * came after the confirmation and was counted as a stale lease (7-8 of
- * the 12 chunks two mappers held when a run was interrupted). */
+ * the 12 chunks two mappers held when a run was interrupted). Called
+ * last, after the chunk the mapper held and the prefetched one went back,
+ * so that the wait does not hold those up. */
 static void stop_flights(mapper *mp)
 {
     for (int64_t until = sl_now_ms() + STOP_ANSWER_WAIT_MS; mp->nfl;) {

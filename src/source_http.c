@@ -21,9 +21,10 @@
  * --source-retries times, after 100 ms, 200 ms, 400 ms ... (at most 5 s,
  * each with up to half of it taken off at random, so a fleet of retries
  * does not come back in step) - or after the Retry-After of a 429 or 503
- * when that is longer (seconds or a date; at most RETRY_AFTER_MAX_MS). Any other answer that is not 2xx fails at
- * once with its status, the URL (password hidden) and the start of the
- * body, as does a 2xx body that is not one of the shapes above. A chunk that
+ * when that is longer (seconds or a date; at most RETRY_AFTER_MAX_MS).
+ * Any other answer that is not 2xx fails at once with its status, the URL
+ * (password hidden) and the start of the body, as does a 2xx body that is
+ * not one of the shapes above. A chunk that
  * fails is the fetcher's to retry later, and in the end to dead-letter.
  *
  * Read-ahead: the fetcher asks for chunk i when a mapper wants work and
