@@ -238,11 +238,13 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
     if (worker && (strlen(worker) > SL_HDR_MAX || strpbrk(worker, "\"\\")))
         count_bad(f, BAD_HEADER, m, "header Sluice-Worker is malformed");
 
-    int64_t chunk = 0, attempt = 0;
+    int64_t chunk = 0, attempt = 0, failures = 0;
     char token[33];
     pthread_mutex_lock(&f->mu);
     bool complete = sl_ledger_complete(f->ledger);
     bool got = !complete && sl_ledger_lease(f->ledger, sl_now_ms(), f->cfg->lease_ms, &chunk, &attempt, token);
+    if (got)
+        failures = sl_ledger_failures(f->ledger, chunk);
     pthread_mutex_unlock(&f->mu);
     if (!got) {
         sl_metric_inc(complete ? f->requests_done : f->requests_wait);
@@ -272,6 +274,8 @@ static void on_work(natsConnection *nc, natsSubscription *sub, natsMsg *m, void 
         sl_msg_set_int(r, SL_H_ATTEMPT, attempt);
         sl_msg_set(r, SL_H_LEASE, token);
         sl_msg_set_int(r, SL_H_LEASE_MS, f->cfg->lease_ms);
+        if (failures > 0)
+            sl_msg_set_int(r, SL_H_FAILURES, failures);
         st = sl_bus_publish(f->bus, r);
         sl_msg_free(r);
     }

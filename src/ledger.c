@@ -413,6 +413,12 @@ int64_t sl_ledger_attempts(const sl_ledger *l, int64_t chunk)
     return l->c[chunk].attempts;
 }
 
+int64_t sl_ledger_failures(const sl_ledger *l, int64_t chunk)
+{
+    SL_ASSERT(chunk >= 0 && chunk < l->n);
+    return l->c[chunk].failures;
+}
+
 const char *sl_ledger_reason(const sl_ledger *l, int64_t chunk)
 {
     if (chunk < 0 || chunk >= l->n || l->c[chunk].state != SL_CHUNK_DEAD || !l->reasons)

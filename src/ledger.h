@@ -99,6 +99,8 @@ int64_t sl_ledger_next_deadline(const sl_ledger *l);
 
 sl_chunk_state sl_ledger_state(const sl_ledger *l, int64_t chunk);
 int64_t sl_ledger_attempts(const sl_ledger *l, int64_t chunk);
+/* Failures counted (expiries and hand-backs with a reason). */
+int64_t sl_ledger_failures(const sl_ledger *l, int64_t chunk);
 /* Why a DEAD chunk died; owned by the ledger, NULL for other states. */
 const char *sl_ledger_reason(const sl_ledger *l, int64_t chunk);
 

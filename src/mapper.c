@@ -65,6 +65,7 @@ static const double dispatch_bounds[] = {0.00005, 0.0001, 0.00015, 0.0002, 0.000
 /* The lease a mapper works under. */
 typedef struct {
     int64_t chunk, attempt, lease_ms;
+    int64_t failures; /* Sluice-Failures: a hint, 0 when absent or unreadable */
     const char *token;
     int64_t next_progress; /* when to extend it next */
 } lease;
@@ -635,6 +636,8 @@ static bool read_lease(natsMsg *reply, lease *l, char *why, size_t whylen)
         snprintf(why, whylen, "%s", sl_errmsg());
         return false;
     }
+    if (sl_msg_int(reply, SL_H_FAILURES, 0, INT32_MAX, &l->failures) != SL_OK)
+        l->failures = 0;
     l->token = sl_msg_str(reply, SL_H_LEASE);
     if (!sl_proto_token_ok(l->token)) {
         snprintf(why, whylen, "header Sluice-Lease is not a lease token");
@@ -860,7 +863,11 @@ int sl_mapper_main(const sl_config *cfg)
                 sl_metric_set(mp.m_busy, 1);
                 mp.cur = &l;
                 int64_t t0 = sl_now_ms(), lead = cfg->prefetch_lead_ms;
-                if (lead > 0 && mp.last_chunk_ms > 0)
+                /* A chunk that failed before may be the one that killed the
+                 * mappers: it is mapped with no other chunk leased beside
+                 * it, which would expire with it and count a failure each
+                 * time (chaos_poison_chunk_is_dead_lettered_alone). */
+                if (lead > 0 && mp.last_chunk_ms > 0 && l.failures == 0)
                     mp.prefetch_at = t0 + (mp.last_chunk_ms > lead ? mp.last_chunk_ms - lead : 0);
                 keep_alive(&mp, &l); /* asks now if the chunks are that quick */
                 process(&mp, reply, &l);

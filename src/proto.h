@@ -35,6 +35,8 @@ typedef enum {
 #define SL_H_ATTEMPT "Sluice-Attempt"
 #define SL_H_LEASE "Sluice-Lease"
 #define SL_H_LEASE_MS "Sluice-Lease-Ms"
+/* On a chunk reply, when the chunk failed before: how many times. */
+#define SL_H_FAILURES "Sluice-Failures"
 #define SL_H_RETRY_MS "Sluice-Retry-Ms"
 #define SL_H_COUNT "Sluice-Count"
 #define SL_H_DEAD "Sluice-Dead"

@@ -88,6 +88,7 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
         CHECK_STR(hdr(r, SL_H_STATUS), "chunk");
         CHECK_INT(atoi(hdr(r, SL_H_CHUNK)), ==, i);
         CHECK_STR(hdr(r, SL_H_ATTEMPT), "1");
+        CHECK(hdr(r, SL_H_FAILURES) == NULL); /* never failed */
         CHECK_STR(hdr(r, SL_H_LEASE_MS), "400");
         CHECK(sl_proto_token_ok(hdr(r, SL_H_LEASE)));
         snprintf(tokens[i], sizeof tokens[i], "%s", hdr(r, SL_H_LEASE));
@@ -115,6 +116,7 @@ SL_TEST(fetcher_dispatch_leases_and_dead_letters, 30)
         if (!strcmp(hdr(r, SL_H_STATUS), "chunk")) {
             CHECK_MSG(atoi(hdr(r, SL_H_CHUNK)) != 0, "chunk 0 expired despite P.progress");
             CHECK_STR(hdr(r, SL_H_ATTEMPT), "2");
+            CHECK_STR(hdr(r, SL_H_FAILURES), "1"); /* the expired lease */
             CHECK(strcmp(hdr(r, SL_H_LEASE), tokens[atoi(hdr(r, SL_H_CHUNK))]) != 0);
             got1 = true;
         }
@@ -176,6 +178,7 @@ static void expect_chunk(natsConnection *nc, int want, int attempt, char *token)
     CHECK_STR(hdr(r, SL_H_STATUS), "chunk");
     CHECK_INT(atoi(hdr(r, SL_H_CHUNK)), ==, want);
     CHECK_INT(atoi(hdr(r, SL_H_ATTEMPT)), ==, attempt);
+    CHECK(hdr(r, SL_H_FAILURES) == NULL); /* hand-backs without a reason are no failures */
     snprintf(token, 40, "%s", hdr(r, SL_H_LEASE));
     sl_buf body = SL_BUF_INIT;
     sl_gen_users(1, want, want * 100, 100, &body);
@@ -204,7 +207,7 @@ SL_TEST(fetcher_sends_the_leased_chunk_whether_built_ahead_or_not, 30)
     expect_chunk(nc, 1, 1, tok[1]); /* built ahead; 2 is built ahead */
     tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "0", SL_H_LEASE, tok[0], NULL);
     tp_wait_chunks(nc, "pending", 4, 5000);
-    expect_chunk(nc, 0, 2, tok[0]); /* out of turn: built on request */
+    expect_chunk(nc, 0, 2, tok[0]); /* out of turn: built on request; handed back, not failed */
     expect_chunk(nc, 2, 1, tok[2]); /* the one built ahead before the hand-back */
     tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "2", SL_H_LEASE, tok[2], NULL);
     tp_publish(nc, "sluice.default.release", NULL, SL_H_CHUNK, "1", SL_H_LEASE, tok[1], NULL);
