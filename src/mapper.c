@@ -150,6 +150,14 @@ static void send_lease_msg(mapper *mp, sl_subject subj, const lease *l, const ch
     sl_msg_free(m);
 }
 
+/* Hands l's chunk back unfinished as the mapper stops (P.release without
+ * a reason: it costs the chunk no attempt). */
+static void hand_back(mapper *mp, const lease *l)
+{
+    send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
+    sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
+}
+
 /* Extends the lease if a third of it has passed since the last time. */
 static void keep_alive_one(mapper *mp, lease *l)
 {
@@ -424,8 +432,7 @@ static void stop_flights(mapper *mp)
         inflight *f = &mp->fl[i];
         if (!f->active)
             continue;
-        send_lease_msg(mp, SL_SUBJ_RELEASE, &f->l, NULL);
-        sl_info("stopping: chunk handed back", "chunk=%" PRId64, f->l.chunk);
+        hand_back(mp, &f->l);
         end_flight(mp, f);
     }
 }
@@ -620,8 +627,7 @@ static void process(mapper *mp, natsMsg *reply, lease *l)
         body = NULL; /* the chunk in flight owns it now */
         sl_metric_observe(mp->m_duration, sl_now_s() - started);
     } else if (done == STOPPED) {
-        send_lease_msg(mp, SL_SUBJ_RELEASE, l, NULL);
-        sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
+        hand_back(mp, l);
     }
     sl_chunk_dead_free(dead, ndead);
     free(body);
@@ -696,8 +702,7 @@ static void drop_prefetched(mapper *mp)
             mp->asking = false;
     }
     if (mp->next_leased) {
-        send_lease_msg(mp, SL_SUBJ_RELEASE, &mp->next_l, NULL);
-        sl_info("stopping: chunk handed back", "chunk=%" PRId64, mp->next_l.chunk);
+        hand_back(mp, &mp->next_l);
     }
     sl_msg_free(mp->next);
     mp->next = NULL;
