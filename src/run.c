@@ -646,14 +646,19 @@ static bool prometheus_ready(int port)
     return ok;
 }
 
+/* How long child c has to stop after SIGTERM before it is killed. */
+static int64_t grace_ms(const child *c)
+{
+    return c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS;
+}
+
 /* Says how role c ended after SIGTERM; false unless it exited 0. */
 static bool stopped_cleanly(launcher *ln, child *c, int status, bool killed)
 {
     if (is_infra(c->kind) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
         return true;
     if (killed)
-        say(ln, "%s did not stop within %d s; killed", c->name,
-            (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS) / 1000);
+        say(ln, "%s did not stop within %" PRId64 " s; killed", c->name, grace_ms(c) / 1000);
     else if (WIFEXITED(status))
         say(ln, "%s exited %d as it stopped: %s", c->name, WEXITSTATUS(status), c->last_line);
     else
@@ -686,7 +691,7 @@ static bool stop_children(launcher *ln, bool infra)
                     drain_child(ln, c);
                 c->pid = 0;
                 clean &= stopped_cleanly(ln, c, status, killed[i]);
-            } else if (sl_now_ms() - t0 > (c->kind == K_SAVER ? SAVER_GRACE_MS : STOP_GRACE_MS)) {
+            } else if (sl_now_ms() - t0 > grace_ms(c)) {
                 kill(c->pid, SIGKILL);
                 killed[i] = true;
                 any = true;
