@@ -214,7 +214,7 @@ static void *reporter_main(void *arg)
 static void prepare_next(fetcher *f)
 {
     pthread_mutex_lock(&f->mu);
-    int64_t next = sl_ledger_complete(f->ledger) ? -1 : sl_ledger_next(f->ledger);
+    int64_t next = sl_ledger_next(f->ledger);
     pthread_mutex_unlock(&f->mu);
     if (next < 0 || next == f->ready_chunk || f->ready_failed)
         return;
