@@ -359,6 +359,20 @@ int th_free_port(void)
     return ntohs(a.sin_port);
 }
 
+int th_listen_silent(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_MSG(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    CHECK_MSG(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 8) == 0 &&
+                  getsockname(fd, (struct sockaddr *)&a, &alen) == 0,
+              "listening on 127.0.0.1:0: %s", strerror(errno));
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 const char *th_sluice_bin_at(const char *file, int line)
 {
     const char *bin = getenv("SLUICE_BIN");

@@ -77,6 +77,11 @@ int th_count_in_file(const char *path, const char *needle);
  * back, closed. For tests that need a port nothing listens on. */
 int th_free_port(void);
 
+/* A TCP socket listening on 127.0.0.1 at a port the kernel chose (in
+ * *port) that never accepts: connections are made, nothing ever answers.
+ * Returns it; the caller closes it. */
+int th_listen_silent(int *port);
+
 /* The sluice binary under test, from $SLUICE_BIN; fails the test if that
  * is unset or not an executable file. Owned by the environment. */
 #define th_sluice_bin() th_sluice_bin_at(__FILE__, __LINE__)

@@ -1,18 +1,15 @@
 /* test_exporter.c - `sluice nats-exporter` against a real nats-server: the
  * official exporter's names and values, promtool's verdict, a monitor that
  * goes away, usage errors, and a monitor that answers garbage. */
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <nats/nats.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -386,13 +383,9 @@ SL_TEST(exporter_usage, 30)
     check_refused(no_flag, ftp, 2, "SLUICE_NATS_MONITOR", 0);
 
     /* A port someone else listens on: cannot listen, exit 1. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 1) == 0 &&
-          getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    int port, fd = th_listen_silent(&port);
     char taken[32];
-    snprintf(taken, sizeof taken, "127.0.0.1:%d", ntohs(a.sin_port));
+    snprintf(taken, sizeof taken, "127.0.0.1:%d", port);
     const char *busy[] = {"sluice", "nats-exporter", "--http", taken, NULL};
     check_refused(busy, NULL, 1, "cannot listen", 0);
     close(fd);

@@ -1,14 +1,11 @@
 /* test_pg.c - the PostgreSQL sink against a real, throwaway cluster
  * (tests/pg.c): the sink contract, both batch methods, concurrency, and
  * whole jobs with a saver killed and with PostgreSQL going away. */
-#include <arpa/inet.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -218,13 +215,9 @@ SL_TEST(pg_sink_gives_up_on_a_server_that_never_answers, 60)
      * the server's reply never comes. libpq alone would wait as long as
      * the kernel keeps the connection; the sink gives up after its 10 s,
      * unless the URI or PGCONNECT_TIMEOUT says otherwise. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 8) == 0 &&
-          getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    int port, fd = th_listen_silent(&port);
     char uri[128];
-    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable", ntohs(a.sin_port));
+    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable", port);
     sl_sink *s = NULL;
     int64_t t0 = th_now_ms();
     CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"}), ==, SL_EIO);
@@ -233,15 +226,14 @@ SL_TEST(pg_sink_gives_up_on_a_server_that_never_answers, 60)
     CHECK_MSG(took >= 9000 && took < 30000, "gave up after %lld ms, not about 10 s", (long long)took);
 
     /* The URI's own connect_timeout wins over the default. */
-    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2",
-             ntohs(a.sin_port));
+    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", port);
     t0 = th_now_ms();
     CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"}), ==, SL_EIO);
     took = th_now_ms() - t0;
     CHECK_MSG(took >= 1500 && took < 9000, "gave up after %lld ms, not about 2 s", (long long)took);
 
     /* So does PGCONNECT_TIMEOUT, libpq's own variable. */
-    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable", ntohs(a.sin_port));
+    snprintf(uri, sizeof uri, "postgres://sluice@127.0.0.1:%d/postgres?sslmode=disable", port);
     setenv("PGCONNECT_TIMEOUT", "3", 1);
     t0 = th_now_ms();
     CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = uri, .table = "objects"}), ==, SL_EIO);
