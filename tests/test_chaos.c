@@ -1046,13 +1046,15 @@ SL_TEST(chaos_saver_disk_full_then_freed, 90)
 
 /* ---- a saver killed between staging and merging ------------------------- */
 
-/* A saver whose SQLite sink stages every object and merges 3,000 at a
- * time in slices of 200 (sink_sqlite.c), so that a kill finds rows staged,
- * or a merge half done. */
-static th_proc *staging_saver(rig *r, int *port)
+/* A saver whose SQLite sink stages every object and merges merge_rows at
+ * a time in slices of 200 (sink_sqlite.c): with 3,000 a kill finds rows
+ * staged, or a merge half done; with more than a job holds, the merging is
+ * left to the saver's stop (or to a pause in its work). */
+static th_proc *staging_saver(rig *r, const char *merge_rows, int *port)
 {
-    const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=3000",
-                         "SLUICE_SQLITE_SLICE_ROWS=200", NULL};
+    char rows[64];
+    snprintf(rows, sizeof rows, "SLUICE_SQLITE_MERGE_ROWS=%s", merge_rows);
+    const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", rows, "SLUICE_SQLITE_SLICE_ROWS=200", NULL};
     const char *argv[] = {"sluice", "saver", "--http", "127.0.0.1:0", r->sink_flag, NULL};
     /* A log of its own: the port is read from the first "listening" line. */
     static int n;
@@ -1077,7 +1079,7 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
     const char *fextra[] = {"--objects", "30000", "--lease-ms", "1000", NULL};
     const char *mextra[] = {"--work-ms", "2", NULL};
     int sport;
-    th_proc *s = staging_saver(&r, &sport);
+    th_proc *s = staging_saver(&r, "3000", &sport);
     th_proc *m1 = role(&r, "mapper1", "mapper", mextra, NULL), *m2 = role(&r, "mapper2", "mapper", mextra, NULL);
     th_proc *f = role(&r, "fetcher", "fetcher", fextra, NULL);
     /* The moments to kill at: rows staged and no merge under way; then a
@@ -1102,7 +1104,7 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
                 (long long)sql_int(r.db, "SELECT count(*) FROM objects_staged"),
                 (long long)sql_int(r.db, "SELECT count(*) FROM objects_sorted"));
         th_proc_free(s);
-        s = staging_saver(&r, &sport);
+        s = staging_saver(&r, "3000", &sport);
     }
     CHECK_INT(th_proc_wait(f, 60000), ==, 0);
     /* The last saver merged while chunks came (3,000 staged rows make a
@@ -1122,18 +1124,6 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
 
 /* ---- a saver that cannot merge as it stops ------------------------------- */
 
-/* A saver that stages every object and merges none while it runs: all
- * the merging is left to its stop. */
-static th_proc *saver_merging_at_stop(rig *r, const char *name)
-{
-    const char *env[] = {r->env_url, "SLUICE_SQLITE_DIRECT_ROWS=0", "SLUICE_SQLITE_MERGE_ROWS=1000000000",
-                         "SLUICE_SQLITE_MERGE_AGE_MS=1000000000", NULL};
-    const char *argv[] = {"sluice", "saver", r->sink_flag, NULL};
-    th_proc *s = th_spawn(name, argv, env);
-    th_proc_wait_log(s, "saver started", 10000);
-    return s;
-}
-
 SL_TEST(chaos_saver_that_cannot_merge_at_stop_says_so, 90)
 {
     /* A saver leaves its sink with every object in the objects table as it
@@ -1149,10 +1139,16 @@ SL_TEST(chaos_saver_that_cannot_merge_at_stop_says_so, 90)
     rig r;
     rig_start(&r, th_nats_url(ns), db);
     const char *fextra[] = {"--objects", "20000", NULL};
-    th_proc *s = saver_merging_at_stop(&r, "saver");
+    int sport;
+    th_proc *s = staging_saver(&r, "1000000000", &sport);
+    th_proc_wait_log(s, "saver started", 10000);
     th_proc *m = role(&r, "mapper", "mapper", NULL, NULL);
     th_proc *f = role(&r, "fetcher", "fetcher", fextra, NULL);
     CHECK_INT(th_proc_wait(f, 60000), ==, 0);
+    /* Held still at once: a saver that gets no chunk for 200 ms starts
+     * merging on its own (an idle merge), which must not happen before
+     * the disk is full. */
+    th_proc_kill(s, SIGSTOP);
     th_proc_free(f);
     stop_clean(m);
     CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 20000);
@@ -1160,6 +1156,7 @@ SL_TEST(chaos_saver_that_cannot_merge_at_stop_says_so, 90)
 
     fill(filler);
     th_proc_kill(s, SIGTERM);
+    th_proc_kill(s, SIGCONT);
     int code = th_proc_wait(s, 30000);
     no_sanitizer_report(s);
     CHECK_INT(code, ==, 1);
@@ -1170,7 +1167,9 @@ SL_TEST(chaos_saver_that_cannot_merge_at_stop_says_so, 90)
     CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 20000);
 
     CHECK_MSG(unlink(filler) == 0, "unlink %s: %s", filler, strerror(errno));
-    stop_clean(saver_merging_at_stop(&r, "saver2"));
+    th_proc *s2 = staging_saver(&r, "1000000000", &sport);
+    th_proc_wait_log(s2, "saver started", 10000);
+    stop_clean(s2);
     CHECK_INT(sql_int(db, "SELECT count(*) FROM objects_staged"), ==, 0);
     tp_verify_sink(db, 20000, 100, 0);
     rig_stop(&r);
