@@ -24,7 +24,7 @@ sl_status sl_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
     return SL_OK;
 }
 
-sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous)
+sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous, int page_size)
 {
     sqlite3 *db = NULL;
     char sql[128];
@@ -36,7 +36,10 @@ sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous)
         return st;
     }
     sqlite3_busy_timeout(db, 10000);
-    snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", synchronous);
+    /* A page size applies to a new file only, and only before WAL mode
+     * is set: a file in WAL mode keeps the size it was made with. */
+    int n = page_size ? snprintf(sql, sizeof sql, "PRAGMA page_size=%d; ", page_size) : 0;
+    snprintf(sql + n, sizeof sql - (size_t)n, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", synchronous);
     /* journal_mode is the first statement that touches the file, so this
      * is where an unwritable path or a non-database file shows. */
     if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {

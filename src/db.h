@@ -11,8 +11,10 @@
 
 /* Opens (creating) the SQLite file at path in WAL mode with a busy timeout,
  * so several processes may share it. synchronous is "FULL" or "NORMAL".
+ * page_size (bytes, a power of two from 512 to 65536; 0: SQLite's default)
+ * is that of a file this creates; an existing file keeps its own.
  * On success *out is set; close it with sqlite3_close. */
-sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous);
+sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous, int page_size);
 
 /* Runs one or more statements without results. */
 sl_status sl_db_exec(sqlite3 *db, const char *sql);

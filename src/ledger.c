@@ -227,7 +227,7 @@ sl_status sl_ledger_open(sl_ledger **out, const char *path, int64_t chunks, cons
     l->min_deadline = INT64_MAX;
     /* NORMAL in WAL mode survives a process crash; a power loss may cost
      * the last marks, which only means chunks are sent again. */
-    if ((st = sl_db_open(&l->db, path, "NORMAL")))
+    if ((st = sl_db_open(&l->db, path, "NORMAL", 0)))
         goto fail;
     if ((st = load(l, identity, fresh)))
         goto fail;

@@ -62,6 +62,13 @@
 #define MERGE_ROWS 2000000   /* staged rows that make a merge due */
 #define MERGE_AGE_MS 60000   /* ... or the age of the oldest staged row */
 #define SLICE_ROWS 50000     /* rows per slice transaction */
+/* The page size of a file the sink creates (SQLite's default is 4096).
+ * Larger pages make a shorter id index with fewer pages for a merge to walk
+ * and write, and fewer WAL frames per commit. 100,000-object jobs, 7 runs
+ * each interleaved, median wall: 4 KB 0.544 s, 16 KB 0.506, 64 KB 0.488;
+ * 10 M jobs: 4 KB 71-76 s, 16 KB 64.6-68.3 (3 runs), 64 KB 64.5 (1). 16 KB
+ * takes most of the gain while a small commit still writes small frames. */
+#define PAGE_SIZE 16384
 
 typedef struct {
     sqlite3 *db;
@@ -291,7 +298,7 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
         (st = knob("SLUICE_SQLITE_MERGE_AGE_MS", MERGE_AGE_MS, 0, &s->merge_age_ms)) ||
         (st = knob("SLUICE_SQLITE_SLICE_ROWS", SLICE_ROWS, 1, &s->slice_rows)))
         goto fail;
-    if ((st = sl_db_open(&s->db, path, "FULL")))
+    if ((st = sl_db_open(&s->db, path, "FULL", PAGE_SIZE)))
         goto fail;
     /* The page cache holds the id index of a table small enough for
      * direct upserts (about 6 MB at 100,000 rows), and bounds the sorter's

@@ -127,6 +127,39 @@ SL_TEST(sink_open_creates_schema, 5)
     free(path);
 }
 
+/* A file the sink creates has 16 KB pages (fewer index pages for a merge
+ * to walk and write; sink_sqlite.c); a file made before keeps its own page
+ * size, which WAL mode cannot change, and works as before. */
+SL_TEST(sink_new_file_has_16k_pages_an_old_one_keeps_its_own, 5)
+{
+    char *path = th_path("pages.db");
+    sl_sink *s = open_sink(path);
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "PRAGMA page_size"), ==, 16384);
+    sqlite3_close(db);
+    sl_sink_destroy(s);
+
+    char *old = th_path("old-pages.db");
+    CHECK_INT(sqlite3_open(old, &db), ==, SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE other(x)", NULL, NULL,
+                           NULL),
+              ==, SQLITE_OK);
+    sqlite3_close(db);
+    s = open_sink(old);
+    const char *d = "{\"id\":\"a\"}";
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "a", d, strlen(d), 1), ==, SL_OK);
+    CHECK_INT(sl_sink_chunk(s, 1, 1, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    sl_sink_destroy(s);
+    db = reader(old);
+    CHECK_INT(q_int(db, "PRAGMA page_size"), ==, 4096);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 1);
+    sqlite3_close(db);
+    free(old);
+    free(path);
+}
+
 SL_TEST(sink_put_chunk_commit_persists, 5)
 {
     char *path = th_path("commit.db");
