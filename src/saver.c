@@ -394,8 +394,9 @@ static void register_metrics(saver *s)
                                       "Transactions of chunks committed (group commit: one may hold several).", "");
     s->m_ready = sl_metrics_gauge(m, "sluice_sink_ready", "1 when the last transaction on the sink committed.", "");
     s->m_settle = sl_metrics_histogram(m, "sluice_sink_settle_seconds",
-                                       "Deferred work between chunk transactions (SQLite: a merge's sort or slice;"
-                                       " at the stop, all that is left); the saver takes no chunk meanwhile.",
+                                       "Deferred work between chunk transactions (SQLite: the transaction that"
+                                       " begins a merge, or one of its slices; at the stop, all that is left);"
+                                       " the saver takes no chunk meanwhile.",
                                        "", sl_metrics_duration_bounds, sl_metrics_duration_nbounds);
     s->bad_header = sl_telemetry_bad(&s->tel, "bad_header");
     s->bad_body = sl_telemetry_bad(&s->tel, "bad_body");

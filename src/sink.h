@@ -47,12 +47,14 @@ void sl_sink_rollback(sl_sink *s);
  * transactions of its own, between chunk transactions (never inside one):
  * SL_SETTLE_DUE what is due now (called after each commit), SL_SETTLE_IDLE
  * one bounded step of whatever is deferred (when no chunks come),
- * SL_SETTLE_ALL all of it (a saver stopping). *more says whether deferred
- * work remains. A failure leaves the deferred work as it was. Sinks that
+ * SL_SETTLE_ALL all of it (a saver stopping). The SQLite sink sorts a merge
+ * on a thread of its own, which settling starts and joins. *more says
+ * whether deferred work remains. A failure leaves the deferred work as it was. Sinks that
  * defer nothing return SL_OK with *more false. */
 typedef enum { SL_SETTLE_DUE, SL_SETTLE_IDLE, SL_SETTLE_ALL } sl_settle;
 sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more);
-/* Transactions of deferred work done so far (a merge's sort or slice). */
+/* Transactions of deferred work done so far (the SQLite sink: the one that
+ * begins a merge, or a slice of it). */
 int64_t sl_sink_settle_txs(const sl_sink *s);
 
 void sl_sink_destroy(sl_sink *s); /* accepts NULL */

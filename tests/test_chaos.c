@@ -1070,27 +1070,31 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
     /* SIGKILL the saver three times: once with rows staged and none being
      * merged, twice in the middle of a merge (rows sorted, some of them
      * already in the objects table). After each a new saver takes over the
-     * file; when the job is done and the last saver has stopped, every
-     * object is in the objects table exactly once, with its doc, and
-     * nothing is left staged. */
+     * file (and the merge, sorting its rows again); when the job is done
+     * and the last saver has stopped, every object is in the objects table
+     * exactly once, with its doc, nothing is left staged, and the merge's
+     * scratch file is empty. */
     th_nats *ns = th_nats_start(NULL);
     rig r;
     rig_start(&r, th_nats_url(ns), NULL);
     const char *fextra[] = {"--objects", "30000", "--lease-ms", "1000", NULL};
     const char *mextra[] = {"--work-ms", "2", NULL};
     int sport;
-    th_proc *s = staging_saver(&r, "3000", &sport);
+    /* The first saver merges only when idle, so that rows wait staged with
+     * no merge under way until it is killed; the next ones find them due
+     * and merge 3,000 at a time. */
+    th_proc *s = staging_saver(&r, "1000000000", &sport);
     th_proc *m1 = role(&r, "mapper1", "mapper", mextra, NULL), *m2 = role(&r, "mapper2", "mapper", mextra, NULL);
     th_proc *f = role(&r, "fetcher", "fetcher", fextra, NULL);
     /* The moments to kill at: rows staged and no merge under way; then a
      * merge that this saver has brought some way but not to its end. */
     char when[3][256];
-    snprintf(when[0], sizeof when[0], "SELECT (SELECT count(*) FROM objects_staged) > 0 AND"
-             " (SELECT count(*) FROM objects_sorted) = 0");
+    snprintf(when[0], sizeof when[0], "SELECT (SELECT count(*) FROM objects_staged) +"
+             " (SELECT count(*) FROM objects_staged_b) > 0 AND (SELECT count(*) FROM objects_merge) = 0");
     for (int k = 0; k < 3; k++) {
         if (k > 0)
             snprintf(when[k], sizeof when[k], "SELECT (SELECT count(*) FROM objects) > %lld AND"
-                     " (SELECT count(*) FROM objects_sorted) > 0",
+                     " coalesce((SELECT done FROM objects_merge), 0) > 0",
                      (long long)sql_int(r.db, "SELECT count(*) FROM objects"));
         int64_t deadline = th_now_ms() + 20000;
         while (!sql_int(r.db, when[k])) {
@@ -1099,23 +1103,32 @@ SL_TEST(chaos_saver_killed_between_staging_and_merge, 90)
         }
         th_proc_kill(s, SIGKILL);
         CHECK_INT(th_proc_wait(s, 5000), ==, 128 + SIGKILL);
-        fprintf(stderr, "    kill %d: objects %lld, staged %lld, sorted %lld\n", k + 1,
+        fprintf(stderr, "    kill %d: objects %lld, staged %lld + %lld, merged of the merge under way %lld\n", k + 1,
                 (long long)sql_int(r.db, "SELECT count(*) FROM objects"),
                 (long long)sql_int(r.db, "SELECT count(*) FROM objects_staged"),
-                (long long)sql_int(r.db, "SELECT count(*) FROM objects_sorted"));
+                (long long)sql_int(r.db, "SELECT count(*) FROM objects_staged_b"),
+                (long long)sql_int(r.db, "SELECT coalesce((SELECT done FROM objects_merge), -1)"));
         th_proc_free(s);
         s = staging_saver(&r, "3000", &sport);
     }
     CHECK_INT(th_proc_wait(f, 60000), ==, 0);
-    /* The last saver merged while chunks came (3,000 staged rows make a
-     * merge due); its merge transactions are timed. */
-    double merges = scrape(sport, "sluice_sink_settle_seconds_count");
+    /* The last saver merges (while chunks come, or once they stop: idle
+     * merges), and its merge transactions are timed. */
+    double merges = 0;
+    for (int64_t deadline = th_now_ms() + 20000; merges < 2 && th_now_ms() < deadline; sleep_ms(20))
+        merges = scrape(sport, "sluice_sink_settle_seconds_count");
     CHECK_MSG(merges >= 2, "the last saver timed %g merge transactions", merges);
     CHECK(scrape(sport, "sluice_sink_settle_seconds_sum") > 0);
     stop_clean(m1), stop_clean(m2), stop_clean(s);
     th_proc_free(f);
     CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_staged"), ==, 0);
-    CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_sorted"), ==, 0);
+    CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_staged_b"), ==, 0);
+    CHECK_INT(sql_int(r.db, "SELECT count(*) FROM objects_merge"), ==, 0);
+    char scratch[4200];
+    snprintf(scratch, sizeof scratch, "%s-merge-objects", r.db);
+    struct stat sst;
+    CHECK_MSG(stat(scratch, &sst) == 0, "stat %s: %s", scratch, strerror(errno));
+    CHECK_INT(sst.st_size, ==, 0);
     tp_verify_sink(r.db, 30000, 100, 0);
     verify_ledger_done(r.ledger, 300);
     rig_stop(&r);

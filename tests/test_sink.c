@@ -487,7 +487,19 @@ static bool settle(sl_sink *s, sl_settle how)
 
 static int64_t rows_left(sqlite3 *db)
 {
-    return q_int(db, "SELECT (SELECT count(*) FROM objects_staged) + (SELECT count(*) FROM objects_sorted)");
+    return q_int(db, "SELECT (SELECT count(*) FROM objects_staged) + (SELECT count(*) FROM objects_staged_b)");
+}
+
+/* Settles one idle step at a time until sql gives want: the merge's sort
+ * runs on a thread of its own, and a step finds it done or not. */
+static void settle_until(sl_sink *s, sqlite3 *db, const char *sql, int64_t want)
+{
+    int64_t deadline = th_now_ms() + 3000;
+    while (q_int(db, sql) != want) {
+        CHECK_MSG(th_now_ms() < deadline, "%s: %lld, want %lld", sql, (long long)q_int(db, sql), (long long)want);
+        settle(s, SL_SETTLE_IDLE);
+        usleep(1000);
+    }
 }
 
 SL_TEST(sink_staged_objects_reach_the_table_at_merge_last_wins, 5)
@@ -508,27 +520,35 @@ SL_TEST(sink_staged_objects_reach_the_table_at_merge_last_wins, 5)
     CHECK_INT(q_int(db, "SELECT count(*) FROM chunks"), ==, 1);
     CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
     CHECK_INT(rows_left(db), ==, 4);
-    /* Nothing is due yet; an idle step sorts, the next ones merge a slice
-     * of two rows each. */
+    /* Nothing is due yet; an idle step begins a merge of the staging
+     * table (its sort runs on a thread of its own), the next ones merge a
+     * slice of two rows each once the sort is done. */
     CHECK(settle(s, SL_SETTLE_DUE));
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_merge"), ==, 0);
+    CHECK(settle(s, SL_SETTLE_IDLE));
+    CHECK_INT(q_int(db, "SELECT tbl FROM objects_merge"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT done FROM objects_merge"), ==, 0);
     CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 0);
-    CHECK(settle(s, SL_SETTLE_IDLE));
-    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged"), ==, 0);
-    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 4);
-    CHECK(settle(s, SL_SETTLE_IDLE));
-    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 2);
+    settle_until(s, db, "SELECT count(*) FROM objects", 1);
+    CHECK_INT(q_int(db, "SELECT done FROM objects_merge"), ==, 2);
     /* u1's two rows were the first slice, in order. */
     check_text(db, "SELECT doc FROM objects WHERE id = 'u1'", "{\"v\":2}");
     /* Chunk 2 arrives in the middle of the merge: u2 again, u4. It is
-     * newer than what is sorted, and must win over it. */
+     * staged in the other table, is newer than what is merged, and must
+     * win over it. */
     CHECK_INT(sl_sink_begin(s), ==, SL_OK);
     CHECK_INT(sl_sink_put(s, "u2", "{\"v\":3}", 7, 2), ==, SL_OK);
     CHECK_INT(sl_sink_put(s, "u4", "{\"v\":3}", 7, 2), ==, SL_OK);
     CHECK_INT(sl_sink_chunk(s, 2, 2, 1), ==, SL_OK);
     CHECK_INT(sl_sink_commit(s), ==, SL_OK);
-    /* A merge under way goes on at every due step. */
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged"), ==, 4);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged_b"), ==, 2);
+    /* A merge under way goes on at every due step: its last slice empties
+     * the table it merged and ends it. */
     CHECK(settle(s, SL_SETTLE_DUE));
-    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_sorted"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_merge"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged"), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_staged_b"), ==, 2);
     check_text(db, "SELECT doc FROM objects WHERE id = 'u2'", "{\"v\":1}");
     CHECK(!settle(s, SL_SETTLE_ALL));
     CHECK_INT(rows_left(db), ==, 0);
@@ -538,7 +558,8 @@ SL_TEST(sink_staged_objects_reach_the_table_at_merge_last_wins, 5)
     CHECK_INT(q_int(db, "SELECT chunk FROM objects WHERE id = 'u2'"), ==, 2);
     check_text(db, "SELECT doc FROM objects WHERE id = 'u3'", "{\"v\":1}");
     check_text(db, "SELECT doc FROM objects WHERE id = 'u4'", "{\"v\":3}");
-    /* Across merges: u3 again replaces the merged row. */
+    /* Across merges: u3 again replaces the merged row (staged in the
+     * first table again: both are empty). */
     CHECK_INT(sl_sink_begin(s), ==, SL_OK);
     CHECK_INT(sl_sink_put(s, "u3", "{\"v\":4}", 7, 3), ==, SL_OK);
     CHECK_INT(sl_sink_commit(s), ==, SL_OK);
@@ -691,5 +712,84 @@ SL_TEST(sink_two_sinks_interleave_puts_and_merges, 20)
     check_model(path, model);
     sl_sink_destroy(a);
     sl_sink_destroy(b);
+    free(path);
+}
+
+SL_TEST(sink_merge_belongs_to_one_sink_and_is_taken_over, 20)
+{
+    /* One sink at a time merges a table (a flock on the merge's scratch
+     * file); another one's settle steps leave its merge alone and say that
+     * work remains. When the merging sink goes in the middle (as a saver
+     * killed), another takes the merge over: it sorts the rows again and
+     * goes on from where the merge's row says. */
+    stage_always(3);
+    char *path = th_path("takeover.db");
+    sl_sink *a = open_sink(path), *b = open_sink(path);
+    sqlite3 *db = reader(path);
+    int model[NIDS] = {0};
+    for (int round = 1; round <= 5; round++)
+        put_round(a, model, round);
+    CHECK(settle(a, SL_SETTLE_IDLE));
+    settle_until(a, db, "SELECT coalesce((SELECT done FROM objects_merge), 0) > 0", 1);
+    int64_t done = q_int(db, "SELECT done FROM objects_merge");
+    int64_t merged = q_int(db, "SELECT count(*) FROM objects");
+    for (int k = 0; k < 5; k++) {
+        CHECK(settle(b, SL_SETTLE_IDLE));
+        CHECK(settle(b, SL_SETTLE_DUE));
+    }
+    CHECK(settle(b, SL_SETTLE_ALL));
+    CHECK_INT(q_int(db, "SELECT done FROM objects_merge"), ==, done);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, merged);
+    /* b stages meanwhile, in the table the merge does not take. */
+    put_round(b, model, 6);
+    CHECK(q_int(db, "SELECT count(*) FROM objects_staged_b") > 0);
+    sl_sink_destroy(a);
+    while (settle(b, SL_SETTLE_IDLE))
+        ;
+    check_model(path, model);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects_merge"), ==, 0);
+    sqlite3_close(db);
+    sl_sink_destroy(b);
+    free(path);
+}
+
+SL_TEST(sink_rows_an_earlier_version_left_sorted_are_merged_first, 5)
+{
+    /* A saver of the version before the scratch file, stopped in a merge,
+     * left rows in objects_sorted: they are older than every staged row,
+     * and a sink opening the file merges them (and drops that table)
+     * before anything else. */
+    stage_always(50);
+    char *path = th_path("legacy.db");
+    sqlite3 *w = NULL;
+    CHECK_INT(sqlite3_open(path, &w), ==, SQLITE_OK);
+    CHECK_INT(sqlite3_exec(w,
+                           "PRAGMA journal_mode=WAL;"
+                           "CREATE TABLE objects(id TEXT PRIMARY KEY, doc TEXT NOT NULL, chunk INTEGER NOT NULL);"
+                           "CREATE TABLE objects_staged(seq INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+                           " doc TEXT NOT NULL, chunk INTEGER NOT NULL);"
+                           "CREATE TABLE objects_sorted(pos INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+                           " doc TEXT NOT NULL, chunk INTEGER NOT NULL);"
+                           "INSERT INTO objects VALUES ('a', '{\"v\":0}', 0);"
+                           "INSERT INTO objects_sorted(id, doc, chunk) VALUES ('a', '{\"v\":1}', 1),"
+                           " ('b', '{\"v\":1}', 1);"
+                           "INSERT INTO objects_staged(id, doc, chunk) VALUES ('b', '{\"v\":2}', 2),"
+                           " ('c', '{\"v\":2}', 2);",
+                           NULL, NULL, NULL),
+              ==, SQLITE_OK);
+    sqlite3_close(w);
+    sl_sink *s = open_sink(path);
+    sqlite3 *db = reader(path);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'objects_sorted'"), ==, 0);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'a'", "{\"v\":1}");
+    check_text(db, "SELECT doc FROM objects WHERE id = 'b'", "{\"v\":1}");
+    CHECK_INT(rows_left(db), ==, 2);
+    CHECK(!settle(s, SL_SETTLE_ALL));
+    CHECK_INT(rows_left(db), ==, 0);
+    CHECK_INT(q_int(db, "SELECT count(*) FROM objects"), ==, 3);
+    check_text(db, "SELECT doc FROM objects WHERE id = 'b'", "{\"v\":2}");
+    check_text(db, "SELECT doc FROM objects WHERE id = 'c'", "{\"v\":2}");
+    sqlite3_close(db);
+    sl_sink_destroy(s);
     free(path);
 }
