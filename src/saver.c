@@ -17,7 +17,8 @@
  * chunks' leases run out and they are sent again.
  *
  * Deferred writes: after each commit and its confirmations, and whenever
- * no chunk came for IDLE_SETTLE_MS, the saver lets the sink settle
+ * no chunk came for IDLE_SETTLE_MS while it was free to take them, the
+ * saver lets the sink settle
  * (sl_sink_settle: the SQLite sink merges staged objects into its objects
  * table), and at exit it settles everything, so a job that ends leaves
  * every object where readers look for it. */
@@ -80,6 +81,7 @@ typedef struct {
     double batch_t0;
     int64_t batch_due_ms; /* commit it then */
     int64_t last_put_ms;  /* when a chunk last joined it */
+    int64_t last_busy_ms; /* when a commit and its due settle last ended: chunks waited till then */
     bool settle_more;     /* the sink has deferred work */
     int64_t settle_at_ms; /* not before then (after a failure) */
     sl_telemetry tel;
@@ -232,6 +234,7 @@ static void end_batch(saver *s, bool ok)
     /* After the confirmations: a merge delays the next chunks, not these. */
     if (st == SL_OK)
         settle(s, SL_SETTLE_DUE);
+    s->last_busy_ms = sl_now_ms();
 }
 
 static void on_mapped(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -448,7 +451,12 @@ int sl_saver_main(const sl_config *cfg)
         pthread_mutex_lock(&s.mu);
         if (s.nbatch && (sl_now_ms() >= s.batch_due_ms || sl_now_ms() - s.last_put_ms >= IDLE_COMMIT_MS))
             end_batch(&s, true);
-        else if (!s.nbatch && s.settle_more && sl_now_ms() - s.last_put_ms >= IDLE_SETTLE_MS)
+        /* Idle: no chunk came for a while though the saver was free to
+         * take them (a long commit or merge slice is not a pause: after
+         * one, every idle settle began a merge of whatever few rows were
+         * staged, each of which walks the whole index). */
+        else if (!s.nbatch && s.settle_more &&
+                 sl_now_ms() - (s.last_put_ms > s.last_busy_ms ? s.last_put_ms : s.last_busy_ms) >= IDLE_SETTLE_MS)
             settle(&s, SL_SETTLE_IDLE);
         pthread_mutex_unlock(&s.mu);
         if (sl_now_ms() < next_outage_check)
