@@ -621,6 +621,10 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
         (st = knob("SLUICE_SQLITE_MERGE_AGE_MS", MERGE_AGE_MS, 0, &s->merge_age_ms)) ||
         (st = knob("SLUICE_SQLITE_SLICE_ROWS", SLICE_ROWS, 1, &s->slice_rows)))
         goto fail;
+    /* An in-memory or temporary database (":memory:", "") cannot be
+     * opened again by the sorter: nothing is staged there. */
+    if (!path[0] || !strcmp(path, ":memory:"))
+        s->direct_rows = INT64_MAX;
     if ((st = sl_db_open(&s->db, path, "FULL", PAGE_SIZE)))
         goto fail;
     /* The page cache holds the id index of a table small enough for

@@ -753,6 +753,28 @@ SL_TEST(sink_merge_belongs_to_one_sink_and_is_taken_over, 20)
     free(path);
 }
 
+SL_TEST(sink_in_memory_database_is_never_staged, 5)
+{
+    /* sqlite::memory: holds nothing past the saver, but works: its
+     * objects go to the table directly (the merge's sorter could not open
+     * that database again), and no scratch file appears. */
+    stage_always(1);
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK_INT(chdir(th_tmpdir()), ==, 0);
+    sl_sink *s = NULL;
+    CHECK_INT(sl_sink_open(&s, &(sl_sink_opts){.uri = "sqlite::memory:", .table = "objects"}), ==, SL_OK);
+    CHECK_INT(sl_sink_begin(s), ==, SL_OK);
+    CHECK_INT(sl_sink_put(s, "a", "{}", 2, 1), ==, SL_OK);
+    CHECK_INT(sl_sink_commit(s), ==, SL_OK);
+    bool more = true;
+    CHECK_INT(sl_sink_settle(s, SL_SETTLE_ALL, &more), ==, SL_OK);
+    CHECK(!more);
+    CHECK(access(":memory:-merge-objects", F_OK) != 0);
+    sl_sink_destroy(s);
+    CHECK_INT(chdir(cwd), ==, 0);
+}
+
 SL_TEST(sink_rows_an_earlier_version_left_sorted_are_merged_first, 5)
 {
     /* A saver of the version before the scratch file, stopped in a merge,
