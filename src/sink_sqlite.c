@@ -332,8 +332,9 @@ static void *sort_main(void *arg)
          * (per sorting thread), and the sink's own connection keeps its
          * cache meanwhile: with 8 MB and two helper threads, as the
          * merge's sort had when it ran on that connection, the saver
-         * peaked at 60-62 MiB in 10 M jobs; with 4 MB and one helper at
-         * 37.9 MiB (one run each: 58.1 s against 61.4-67.1). */
+         * peaked at 60-62 MiB in 10 M jobs (59.0-67.1 s, 3 runs); with 4 MB
+         * and one helper at 37.9 MiB (58.1 s, and 36.9-39.2 MiB in four
+         * `make bench-large` runs since). */
         char pragmas[256];
         snprintf(pragmas, sizeof pragmas,
                  "PRAGMA page_size=%d; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
@@ -382,8 +383,8 @@ static sl_status start_sort(sqlite_sink *s, int tbl)
     return SL_OK;
 }
 
-/* Joins the finished (or, with wait, running) sorter; on success attaches
- * the scratch file for the slices. */
+/* Joins the sorter (waiting for it if it still runs); when it sorted,
+ * attaches the scratch file and prepares the slices that read it. */
 static sl_status end_sort(sqlite_sink *s)
 {
     pthread_join(s->sorter, NULL);
