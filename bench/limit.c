@@ -118,7 +118,7 @@ int main(int argc, char **argv)
              * merges of staged objects, when due. */
             bool more;
             if (!st)
-                st = sl_sink_settle(sink, SL_SETTLE_DUE, &more);
+                st = sl_sink_settle(sink, SL_SETTLE_DUE, &more, NULL);
         }
         if (st) {
             fprintf(stderr, "bench-limit: chunk %" PRId64 " not saved: %s\n", i, sl_errmsg());
@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     /* The job ends with every object in the objects table, as a saver's
      * shutdown leaves it: deferred work is part of the time. */
     for (bool more = true; more;)
-        if (sl_sink_settle(sink, SL_SETTLE_ALL, &more)) {
+        if (sl_sink_settle(sink, SL_SETTLE_ALL, &more, NULL)) {
             fprintf(stderr, "bench-limit: %s\n", sl_errmsg());
             goto cleanup;
         }

@@ -140,13 +140,13 @@ static bool settle(saver *s, sl_settle how)
     bool more = false, ok = true;
     if (sl_now_ms() < s->settle_at_ms && how != SL_SETTLE_ALL)
         return true;
-    int64_t txs = sl_sink_settle_txs(s->sink);
+    int64_t txs = 0;
     double t0 = sl_now_s();
-    sl_status st = sl_sink_settle(s->sink, how, &more);
+    sl_status st = sl_sink_settle(s->sink, how, &more, &txs);
     /* The metrics exist unless the saver failed before registering them
      * and settles a sink left staged as it exits. */
     bool metrics = s->m_settle != NULL;
-    if (metrics && sl_sink_settle_txs(s->sink) > txs)
+    if (metrics && txs > 0)
         sl_metric_observe(s->m_settle, sl_now_s() - t0);
     if (st != SL_OK) {
         ok = false;

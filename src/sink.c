@@ -11,7 +11,6 @@
 struct sl_sink {
     void *impl;
     const sl_sink_ops *ops;
-    int64_t settle_txs;
 };
 
 sl_status sl_sink_open(sl_sink **out, const sl_sink_opts *o)
@@ -82,18 +81,14 @@ sl_status sl_sink_commit(sl_sink *s) { return s->ops->commit(s->impl); }
 
 void sl_sink_rollback(sl_sink *s) { s->ops->rollback(s->impl); }
 
-sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more)
+sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more, int64_t *txs)
 {
+    int64_t n = 0;
     *more = false;
-    int64_t txs = 0;
-    sl_status st = s->ops->settle ? s->ops->settle(s->impl, how, more, &txs) : SL_OK;
-    s->settle_txs += txs;
+    sl_status st = s->ops->settle ? s->ops->settle(s->impl, how, more, &n) : SL_OK;
+    if (txs)
+        *txs = n;
     return st;
-}
-
-int64_t sl_sink_settle_txs(const sl_sink *s)
-{
-    return s->settle_txs;
 }
 
 void sl_sink_destroy(sl_sink *s)

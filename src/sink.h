@@ -52,10 +52,9 @@ void sl_sink_rollback(sl_sink *s);
  * whether deferred work remains. A failure leaves the deferred work as it was. Sinks that
  * defer nothing return SL_OK with *more false. */
 typedef enum { SL_SETTLE_DUE, SL_SETTLE_IDLE, SL_SETTLE_ALL } sl_settle;
-sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more);
-/* Transactions of deferred work done so far (the SQLite sink: the one that
- * begins a merge, or a slice of it). */
-int64_t sl_sink_settle_txs(const sl_sink *s);
+/* *txs (unless NULL): the transactions of deferred work this call did (the
+ * SQLite sink: the one that begins a merge, or a slice of it). */
+sl_status sl_sink_settle(sl_sink *s, sl_settle how, bool *more, int64_t *txs);
 
 void sl_sink_destroy(sl_sink *s); /* accepts NULL */
 

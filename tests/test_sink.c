@@ -481,7 +481,7 @@ static void stage_always(int slice)
 static bool settle(sl_sink *s, sl_settle how)
 {
     bool more = true;
-    CHECK_MSG(sl_sink_settle(s, how, &more) == SL_OK, "settle: %s", sl_errmsg());
+    CHECK_MSG(sl_sink_settle(s, how, &more, NULL) == SL_OK, "settle: %s", sl_errmsg());
     return more;
 }
 
@@ -768,7 +768,7 @@ SL_TEST(sink_in_memory_database_is_never_staged, 5)
     CHECK_INT(sl_sink_put(s, "a", "{}", 2, 1), ==, SL_OK);
     CHECK_INT(sl_sink_commit(s), ==, SL_OK);
     bool more = true;
-    CHECK_INT(sl_sink_settle(s, SL_SETTLE_ALL, &more), ==, SL_OK);
+    CHECK_INT(sl_sink_settle(s, SL_SETTLE_ALL, &more, NULL), ==, SL_OK);
     CHECK(!more);
     CHECK(access(":memory:-merge-objects", F_OK) != 0);
     sl_sink_destroy(s);
