@@ -484,12 +484,13 @@ static sl_status sq_settle(void *impl, sl_settle how, bool *more, int64_t *txs)
         if (ss.merging < 0 && how == SL_SETTLE_DUE && staged < s->merge_rows && !s->leftover &&
             !(s->staged_since && sl_now_ms() - s->staged_since >= s->merge_age_ms))
             return SL_OK;
-        bool got;
+        bool held = s->lock_fd >= 0, got;
         if ((st = take_merge(s, &got)) || !got)
             return st;
-        /* Read again under the lock: the sink that held it may have ended
-         * the merge since. */
-        if ((st = get_state(s, &ss)))
+        /* Just taken: read again under the lock, as the sink that held it
+         * may have ended the merge since. (Held, only this sink changes
+         * the merge.) */
+        if (!held && (st = get_state(s, &ss)))
             return st;
         if (ss.merging < 0) {
             if (!ss.staged[0] && !ss.staged[1]) {
