@@ -3,7 +3,9 @@
 #include "proctitle.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -34,6 +36,14 @@ void sl_proctitle_init(int argc, char **argv)
 
 void sl_proctitle_set(const char *const *argv)
 {
+    /* The kernel's own short name (top, ps -o comm, perf), which a fork
+     * shares with its parent: "sluice-ROLE", cut at the kernel's 15. Set
+     * first: whoever sees the new command line sees it too. */
+    if (argv[0] && argv[1]) {
+        char comm[16];
+        snprintf(comm, sizeof comm, "sluice-%s", argv[1]);
+        prctl(PR_SET_NAME, comm);
+    }
     if (!area)
         return;
     size_t need = 0;

@@ -20,8 +20,9 @@ void sl_proctitle_init(int argc, char **argv);
 /* Shows argv (NULL-terminated) as the process's command line: as separate
  * arguments when they fit in the original argv's memory, else joined by
  * spaces into one (over the old environment strings too; cut if even that
- * is too short). Does nothing if sl_proctitle_init was not called. Only
- * after clearenv(): see above. */
+ * is too short); nothing if sl_proctitle_init was not called. Also names
+ * the process "sluice-ARGV1" for the kernel (/proc/PID/comm). Only after
+ * clearenv(): see above. */
 void sl_proctitle_set(const char *const *argv);
 
 #endif

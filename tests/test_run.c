@@ -70,6 +70,18 @@ static char *cmdline(pid_t pid)
     return s;
 }
 
+/* The kernel's short name of pid (/proc/PID/comm, what top shows). */
+static void check_comm(pid_t pid, const char *want)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    char *s = th_read_file(path, NULL);
+    CHECK_MSG(s, "no %s", path);
+    s[strcspn(s, "\n")] = '\0';
+    CHECK_STR(s, want);
+    free(s);
+}
+
 /* Child pid of run is what `sluice <role> --http ...` exec'd by run would
  * be: run's child, shown as its role, in a process group of its own, stdin
  * /dev/null. A child run execs shows run's command line until its exec:
@@ -129,6 +141,12 @@ SL_TEST(run_children_are_what_exec_made_them, 90)
     check_child(rp, logged_pid(run, "child=mapper.2 pid=", 1), "mapper");
     pid_t m1 = logged_pid(run, "child=mapper.1 pid=", 1);
     check_child(rp, m1, "mapper");
+    /* Forked, each also has a short name of its own (an exec'd one would
+     * be "sluice"). */
+    check_comm(fs, "sluice-fork-ser");
+    check_comm(logged_pid(run, "child=saver.1 pid=", 1), "sluice-saver");
+    check_comm(logged_pid(run, "child=fetcher pid=", 1), "sluice-fetcher");
+    check_comm(m1, "sluice-mapper");
     CHECK(kill(m1, SIGKILL) == 0);
     th_proc_wait_log(run, "child=mapper.1 kind=mapper code=137", 10000);
     pid_t again = logged_pid(run, "child=mapper.1 pid=", 2);
