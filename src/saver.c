@@ -72,7 +72,7 @@ typedef struct {
     sl_bus *bus;
     sl_sink *sink;
     pthread_mutex_t mu; /* the sink is used by one thread at a time */
-    int64_t chunks, objects, dead, bad_messages, failed_commits;
+    int64_t chunks, objects, dead, bad_messages, commits, failed_commits;
     bool sink_ok;       /* the last transaction committed */
     /* the open transaction (under mu) */
     batched *batch;
@@ -194,6 +194,7 @@ static void end_batch(saver *s, bool ok)
         s->failed_commits++;
         sl_metric_inc(s->m_failures);
     } else {
+        s->commits++;
         sl_metric_inc(s->m_commits);
         sl_metric_observe(s->m_duration, sl_now_s() - s->batch_t0);
     }
@@ -511,7 +512,8 @@ cleanup:
     sl_telemetry_free(&s.tel);
     if (rc == 0)
         sl_info("saver stopped", "chunks=%" PRId64 " objects=%" PRId64 " dead=%" PRId64 " bad_messages=%" PRId64
-                " failed_commits=%" PRId64, s.chunks, s.objects, s.dead, s.bad_messages, s.failed_commits);
+                " commits=%" PRId64 " failed_commits=%" PRId64,
+                s.chunks, s.objects, s.dead, s.bad_messages, s.commits, s.failed_commits);
     sl_sink_destroy(s.sink);
     pthread_mutex_destroy(&s.mu);
     return rc;
