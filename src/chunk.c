@@ -91,11 +91,13 @@ sl_status sl_chunk_map(const sl_transform *tf, const void *data, size_t len, con
                        void (*each)(void *), void *arg, char **out, int64_t *count, sl_chunk_dead **dead_out,
                        int64_t *ndead_out, char *why, size_t whylen)
 {
-    if (!unit && sl_transform_is_fullname(tf)) {
-        /* The reference job's hot path: no tree, same bytes out. */
+    if (sl_transform_is_fullname(tf)) {
+        /* The reference job's hot path: no tree, same bytes out. A chunk
+         * with anything it does not take (a refused object, a dead letter
+         * to word) goes the slow way whole. */
         sl_buf fast = SL_BUF_INIT;
         long long n = 0;
-        if (sl_jscan_fullname(data, len, each, arg, &fast, &n) == SL_JSCAN_OK) {
+        if ((unit ? sl_jscan_fullname_lines : sl_jscan_fullname)(data, len, each, arg, &fast, &n) == SL_JSCAN_OK) {
             *out = fast.data;
             *count = n;
             *dead_out = NULL;

@@ -391,3 +391,28 @@ sl_jscan_result sl_jscan_fullname(const char *data, size_t len, void (*each)(voi
     *count = a.n;
     return SL_JSCAN_OK;
 }
+
+sl_jscan_result sl_jscan_fullname_lines(const char *data, size_t len, void (*each)(void *), void *arg, sl_buf *out,
+                                        long long *count)
+{
+    fullname_arg a = {each, arg, out, 0};
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - data) : len;
+        scanner s = {data + i, data + e, 0, false};
+        i = e + 1;
+        /* A line of spaces, tabs and CRs holds no object (chunk.c's
+         * blank); ws skips exactly those here, as there is no '\n'. */
+        ws(&s);
+        if (s.p == s.end)
+            continue;
+        if (!fullname_object(&s, &a))
+            return SL_JSCAN_FALLBACK;
+        ws(&s);
+        if (s.p != s.end)
+            return SL_JSCAN_FALLBACK;
+    }
+    sl_buf_puts(out, a.n ? "]" : "[]");
+    *count = a.n;
+    return SL_JSCAN_OK;
+}

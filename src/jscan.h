@@ -40,6 +40,13 @@ typedef struct {
 sl_jscan_result sl_jscan_fullname(const char *data, size_t len, void (*each)(void *), void *arg, sl_buf *out,
                                   long long *count);
 
+/* The same over a line-framed body (a file source's chunk, Sluice-Unit
+ * line or element): every line that is not blank (spaces, tabs, CRs) must
+ * be one such object, and the output is what chunk.c's slow path makes of
+ * the lines, one mapped object per line. */
+sl_jscan_result sl_jscan_fullname_lines(const char *data, size_t len, void (*each)(void *), void *arg, sl_buf *out,
+                                        long long *count);
+
 /* A mapped object as a saver stores it: its key and its JSON text. */
 typedef struct {
     const char *id; /* not NUL-terminated */

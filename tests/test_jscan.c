@@ -28,6 +28,28 @@ static char *slow_fullname(const char *data, size_t len, long long *n)
     return s;
 }
 
+/* fullname over a line-framed body: the lines that are not blank, as one
+ * array, through the slow path; NULL if one of them is not JSON. */
+static char *slow_fullname_lines(const char *body, long long *n)
+{
+    sl_buf arr = SL_BUF_INIT;
+    sl_buf_putc(&arr, '[');
+    int objects = 0;
+    for (const char *p = body; *p;) {
+        size_t len = strcspn(p, "\n");
+        if (strspn(p, " \t\r") < len) {
+            if (objects++)
+                sl_buf_putc(&arr, ',');
+            sl_buf_append(&arr, p, len);
+        }
+        p += len + (p[len] == '\n');
+    }
+    sl_buf_putc(&arr, ']');
+    char *want = slow_fullname(arr.data, arr.len, n);
+    sl_buf_free(&arr);
+    return want;
+}
+
 SL_TEST(jscan_fullname_equals_jansson_on_the_generator, 20)
 {
     sl_buf chunk = SL_BUF_INIT, fast = SL_BUF_INIT;
@@ -48,14 +70,17 @@ SL_TEST(jscan_fullname_equals_jansson_on_the_generator, 20)
     sl_buf_free(&fast);
 }
 
-static sl_jscan_result fullname_of(const char *text)
+/* The fast fullname of text (an array, or line-framed), checked against
+ * the slow path where it answers. */
+static sl_jscan_result fast_fullname(const char *text, bool lines)
 {
     sl_buf out = SL_BUF_INIT;
     long long n;
-    sl_jscan_result r = sl_jscan_fullname(text, strlen(text), NULL, NULL, &out, &n);
+    sl_jscan_result r =
+        (lines ? sl_jscan_fullname_lines : sl_jscan_fullname)(text, strlen(text), NULL, NULL, &out, &n);
     if (r == SL_JSCAN_OK) {
         long long want_n;
-        char *want = slow_fullname(text, strlen(text), &want_n);
+        char *want = lines ? slow_fullname_lines(text, &want_n) : slow_fullname(text, strlen(text), &want_n);
         CHECK_STR(out.data, want);
         CHECK_INT(n, ==, want_n);
         free(want);
@@ -67,9 +92,10 @@ static sl_jscan_result fullname_of(const char *text)
 SL_TEST(jscan_fullname_falls_back_on_doubt, 5)
 {
     /* Handled: spacing, other members of any kind, empty array. */
-    CHECK_INT(fullname_of(" [ {\"uuid\":\"u\",\"fn\":\"\",\"ln\":\"L\",\"x\":[1,2.5e-3,true,null,{\"y\":\"\\n\"}]} ] "),
+    CHECK_INT(fast_fullname(" [ {\"uuid\":\"u\",\"fn\":\"\",\"ln\":\"L\",\"x\":[1,2.5e-3,true,null,{\"y\":\"\\n\"}]} ] ",
+                            false),
               ==, SL_JSCAN_OK);
-    CHECK_INT(fullname_of("[]"), ==, SL_JSCAN_OK);
+    CHECK_INT(fast_fullname("[]", false), ==, SL_JSCAN_OK);
     /* Invalid JSON, or what jansson refuses, or fullname refuses. */
     const char *fb[] = {
         "", "[", "[{}", "{}", "[1]", "[{\"uuid\":\"u\",\"fn\":\"a\"}]",          /* no ln */
@@ -87,7 +113,7 @@ SL_TEST(jscan_fullname_falls_back_on_doubt, 5)
         "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"},]",                         /* trailing comma */
     };
     for (size_t i = 0; i < sizeof fb / sizeof fb[0]; i++)
-        CHECK_MSG(fullname_of(fb[i]) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
+        CHECK_MSG(fast_fullname(fb[i], false) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
     /* Nesting deeper than the scanner goes is jansson's to judge. */
     sl_buf deep = SL_BUF_INIT;
     sl_buf_puts(&deep, "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"x\":");
@@ -96,8 +122,60 @@ SL_TEST(jscan_fullname_falls_back_on_doubt, 5)
     for (int i = 0; i < 300; i++)
         sl_buf_putc(&deep, ']');
     sl_buf_puts(&deep, "}]");
-    CHECK_INT(fullname_of(deep.data), ==, SL_JSCAN_FALLBACK);
+    CHECK_INT(fast_fullname(deep.data, false), ==, SL_JSCAN_FALLBACK);
     sl_buf_free(&deep);
+}
+
+SL_TEST(jscan_fullname_lines_equals_jansson_on_the_generator, 20)
+{
+    /* The generator's users one per line, as a file source frames them,
+     * with the blank lines, CRs and spacing a file may hold. */
+    static const char *const seps[] = {"\n", "\n\n", "\r\n", "  \n\t\n", " \r\n"};
+    sl_buf chunk = SL_BUF_INIT, body = SL_BUF_INIT;
+    for (int64_t c = 0; c < 50; c++) {
+        sl_buf_reset(&chunk);
+        sl_buf_reset(&body);
+        sl_gen_users(3, c, c * 100, c == 49 ? 1 : 100, &chunk);
+        json_t *users = json_loadb(chunk.data, chunk.len, 0, NULL);
+        CHECK(json_is_array(users));
+        size_t i;
+        json_t *u;
+        json_array_foreach(users, i, u)
+        {
+            char *line = json_dumps(u, JSON_COMPACT);
+            sl_buf_puts(&body, i % 3 ? "" : " ");
+            sl_buf_puts(&body, line);
+            sl_buf_puts(&body, seps[(i + (size_t)c) % 5]);
+            free(line);
+        }
+        json_decref(users);
+        if (c % 2)
+            body.data[--body.len] = '\0'; /* no newline after the last */
+        CHECK_MSG(fast_fullname(body.data, true) == SL_JSCAN_OK, "chunk %lld fell back", (long long)c);
+    }
+    CHECK_INT(fast_fullname("", true), ==, SL_JSCAN_OK);
+    CHECK_INT(fast_fullname("\n \r\n\t\n", true), ==, SL_JSCAN_OK);
+    sl_buf_free(&chunk);
+    sl_buf_free(&body);
+}
+
+SL_TEST(jscan_fullname_lines_falls_back_on_doubt, 5)
+{
+    /* Each line must be one object fullname takes, and nothing else. */
+    const char *fb[] = {
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}{\"uuid\":\"v\",\"fn\":\"a\",\"ln\":\"b\"}\n", /* two */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"},\n",                                     /* a comma */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}\n42\n",                                    /* a scalar */
+        "[{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}]\n",                                    /* an array */
+        "{\"uuid\":\"u\",\"fn\":\"a\"}\n",                                                   /* no ln */
+        "{\"uuid\":\"u\",\"fn\":\"a\\u00e9\",\"ln\":\"b\"}\n",                              /* escaped */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\",\"fn\":\"c\"}\n",                        /* duplicate */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\n\"ln\":\"b\"}\n",                                     /* split */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}\f\n",                                    /* not JSON space */
+        "{\"uuid\":\"u\",\"fn\":\"a\",\"ln\":\"b\"}\n{nope\n",                                 /* not JSON */
+    };
+    for (size_t i = 0; i < sizeof fb / sizeof fb[0]; i++)
+        CHECK_MSG(fast_fullname(fb[i], true) == SL_JSCAN_FALLBACK, "accepted: %s", fb[i]);
 }
 
 static sl_jscan_result objects_of(const char *text, size_t want_n)

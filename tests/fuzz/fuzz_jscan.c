@@ -5,6 +5,9 @@
  *   - sl_jscan_fullname: the input parses as an array whose every element
  *     fullname accepts, and the output is byte for byte json_dumps of the
  *     mapped array (JSON_COMPACT), with the same count;
+ *   - sl_jscan_fullname_lines: every line of the input that is not blank
+ *     parses as an object fullname accepts, and the output is byte for
+ *     byte json_dumps of the mapped objects, in order, as an array;
  *   - sl_jscan_objects: the input parses as an array of objects, each with
  *     a non-empty string under "id" equal to the item's id, and each item's
  *     doc is byte for byte json_dumps(object, JSON_COMPACT).
@@ -24,26 +27,43 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void check_fullname(const char *data, size_t size)
+/* A fast fullname's answer against jansson's: the whole input as one
+ * array, or (lines) each line that is not blank as one object. */
+static void check_fullname(const char *data, size_t size, bool lines)
 {
     sl_buf fast = SL_BUF_INIT;
     long long n = -1;
-    if (sl_jscan_fullname(data, size, NULL, NULL, &fast, &n) != SL_JSCAN_OK) {
+    if ((lines ? sl_jscan_fullname_lines : sl_jscan_fullname)(data, size, NULL, NULL, &fast, &n) != SL_JSCAN_OK) {
         sl_buf_free(&fast);
         return;
     }
-    json_t *in = json_loadb(data, size, JSON_REJECT_DUPLICATES, NULL);
-    FZ_CHECK(json_is_array(in));
     json_t *outs = json_array();
-    size_t i;
-    json_t *obj;
-    json_array_foreach(in, i, obj) FZ_CHECK(sl_transform_apply(fullname, obj, outs) == SL_OK);
+    if (!lines) {
+        json_t *in = json_loadb(data, size, JSON_REJECT_DUPLICATES, NULL);
+        FZ_CHECK(json_is_array(in));
+        size_t i;
+        json_t *obj;
+        json_array_foreach(in, i, obj) FZ_CHECK(sl_transform_apply(fullname, obj, outs) == SL_OK);
+        json_decref(in);
+    }
+    for (size_t i = 0; lines && i < size;) {
+        const char *nl = memchr(data + i, '\n', size - i);
+        size_t e = nl ? (size_t)(nl - data) : size, j = i;
+        while (j < e && (data[j] == ' ' || data[j] == '\t' || data[j] == '\r'))
+            j++;
+        if (j < e) {
+            json_t *obj = json_loadb(data + i, e - i, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+            FZ_CHECK(json_is_object(obj));
+            FZ_CHECK(sl_transform_apply(fullname, obj, outs) == SL_OK);
+            json_decref(obj);
+        }
+        i = e + 1;
+    }
     FZ_CHECK((long long)json_array_size(outs) == n);
     char *slow = json_dumps(outs, JSON_COMPACT);
     FZ_CHECK(slow && strlen(slow) == fast.len && !memcmp(slow, fast.data, fast.len));
     free(slow);
     json_decref(outs);
-    json_decref(in);
     sl_buf_free(&fast);
 }
 
@@ -71,7 +91,8 @@ static void check_objects(const char *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    check_fullname((const char *)data, size);
+    check_fullname((const char *)data, size, false);
+    check_fullname((const char *)data, size, true);
     check_objects((const char *)data, size);
     return 0;
 }
