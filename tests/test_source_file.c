@@ -158,6 +158,67 @@ SL_TEST(source_file_array_gzip, 10)
     check_array(true);
 }
 
+/* Strings long enough to be read eight bytes at a time, with a quote, a
+ * backslash, a multibyte character and (last element) a raw line break at
+ * every offset: each element still comes back whole, on a line of its own. */
+SL_TEST(source_file_array_long_strings_stay_whole, 10)
+{
+    enum { N = 64 };
+    sl_buf text = SL_BUF_INIT;
+    sl_buf_puts(&text, "[\n");
+    for (int i = 0; i < N; i++) {
+        sl_buf_printf(&text, "%s{\"i\": %d,\n  \"s\": \"", i ? ",\n " : " ", i);
+        for (int k = 0; k < i % 29; k++)
+            sl_buf_putc(&text, 'a');
+        sl_buf_puts(&text, "\\\"");
+        for (int k = 0; k < i % 17; k++)
+            sl_buf_putc(&text, 'b');
+        sl_buf_puts(&text, "\\\\");
+        for (int k = 0; k < i % 11; k++)
+            sl_buf_putc(&text, 'c');
+        sl_buf_puts(&text, "\xc3\xa9,]}{dddddddddd\", \"t\": [\"");
+        for (int k = 0; k < 8 + i % 9; k++)
+            sl_buf_putc(&text, 'e');
+        sl_buf_puts(&text, i == N - 1 ? "\nraw\"]}" : "\"]}");
+    }
+    sl_buf_puts(&text, "\n]\n");
+    /* The last element is not JSON (a raw line break in a string): parse
+     * the others from a copy without it. */
+    sl_buf valid = SL_BUF_INIT;
+    sl_buf_append(&valid, text.data, (size_t)(strstr(text.data, ",\n {\"i\": 63") - text.data));
+    sl_buf_puts(&valid, "]");
+    json_t *want = json_loadb(valid.data, valid.len, JSON_REJECT_DUPLICATES, NULL);
+    CHECK_MSG(json_is_array(want) && json_array_size(want) == N - 1, "%s", valid.data);
+
+    char *path = put_file("long.json", text.data, text.len, false);
+    sl_source *src = open_file(path, 5);
+    CHECK_INT(sl_source_objects(src), ==, N);
+    CHECK_INT(sl_source_chunks(src), ==, (N + 4) / 5);
+    int seen = 0;
+    for (int64_t c = 0; c < sl_source_chunks(src); c++) {
+        char *body = chunk_text(src, c, "element", c * 5);
+        for (char *line = body, *nl; (nl = strchr(line, '\n')); line = nl + 1, seen++) {
+            if (seen == N - 1) {
+                /* Its raw LF became a raw CR: one line, still not JSON. */
+                CHECK(memchr(line, '\r', (size_t)(nl - line)) != NULL);
+                CHECK(json_loadb(line, (size_t)(nl - line), 0, NULL) == NULL);
+                continue;
+            }
+            json_t *got = json_loadb(line, (size_t)(nl - line), JSON_REJECT_DUPLICATES, NULL);
+            CHECK_MSG(json_equal(got, json_array_get(want, (size_t)seen)), "element %d: %.*s", seen,
+                      (int)(nl - line), line);
+            json_decref(got);
+        }
+        free(body);
+    }
+    CHECK_INT(seen, ==, N);
+    json_decref(want);
+    sl_source_destroy(src);
+    free(path);
+    sl_buf_free(&valid);
+    sl_buf_free(&text);
+}
+
 SL_TEST(source_file_errors_name_the_place, 10)
 {
     struct {
