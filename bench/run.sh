@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh - issue 7's benchmark suite: `make bench`, `make bench-large`.
 #
-#   bench/run.sh            overhead (and the limit), latency, recovery, scaling
+#   bench/run.sh            overhead (and the limit), file source, latency, recovery, scaling
 #   bench/run.sh --large    the large job (BENCH_LARGE_OBJECTS, 10,000,000)
-#   bench/run.sh SECTION    one of overhead, latency, recovery, scaling alone
+#   bench/run.sh SECTION    one of overhead, file_source, latency, recovery, scaling alone
 #
 # Every figure is printed in one table with its target and PASS or MISS;
 # the raw numbers go to bench/results/*.csv, the scaling chart to
@@ -103,6 +103,34 @@ row() {
     local t=""
     case $4 in le) t="<= $5" ;; ge) t=">= $5" ;; esac
     printf '%-44s %12s %-9s %-12s %s\n' "$1" "$2" "$3" "$t" "$verdict" >>"$TABLE"
+}
+
+# The reference users from a file instead of the generator: `sluice
+# mock-api` serves them as one JSON array, saved to a file (57 MB); then
+# `sluice run --source file:` over it, median of 3. No target: it shows
+# that a file's chunks take the fast paths the generator's do.
+file_source() {
+    local csv=$OUT/file.csv port=$(free_port) f=$W/users.json pid
+    "$SLUICE" mock-api --http "127.0.0.1:$port" --objects 100000 >"$W/mock.log" 2>&1 &
+    pid=$!; PIDS+=("$pid")
+    wait_until 10 curl -sf -o /dev/null "http://127.0.0.1:$port/users?offset=0&limit=1" ||
+        die "mock-api did not start: $(tail -3 "$W/mock.log")"
+    curl -sf -o "$f" "http://127.0.0.1:$port/users?offset=0&limit=100000" || die "could not read the users from mock-api"
+    kill "$pid" 2>/dev/null || true
+    echo "run,wall_s,fetcher_cpu_s,mapper_cpu_s,saver_cpu_s" >"$csv"
+    for i in 1 2 3; do
+        local d=$W/file$i t0 t1
+        mkdir -p "$d"
+        t0=$(now_ms)
+        run_job "$d" --source "file:$f" --mappers 2 --progress-ms 3600000
+        t1=$(now_ms)
+        [ "$(kv "$d/stats" objects)" = 100000 ] || die "file run $i saved $(kv "$d/stats" objects) objects"
+        echo "$i,$(calc %.3f "($t1 - $t0) / 1000"),$(kv "$d/stats" fetcher_cpu_s),$(kv "$d/stats" mapper_cpu_s),$(kv "$d/stats" saver_cpu_s)" >>"$csv"
+    done
+    fcol() { awk -F, -v c="$1" 'NR > 1 {print $c}' "$csv" | median; }
+    row "file source (JSON array): 100k job wall" "$(fcol 2)" s - -
+    row "file source: cpu fetcher" "$(fcol 3)" s - -
+    row "file source: cpu mappers (2, summed)" "$(fcol 4)" s - -
 }
 
 # 1 and 2: the reference job through `sluice run`, end to end (nats-server
@@ -396,6 +424,7 @@ case $MODE in
 main)
     [ -x "$LIMIT" ] || die "no $LIMIT (make build/bench-limit)"
     overhead
+    file_source
     latency
     recovery
     scaling
@@ -405,13 +434,13 @@ main)
     large
     name=summary-large
     ;;
-overhead | latency | recovery | scaling)
+overhead | file_source | latency | recovery | scaling)
     # One section alone, for working on one figure.
     [ "$MODE" != overhead ] || [ -x "$LIMIT" ] || die "no $LIMIT (make build/bench-limit)"
     "$MODE"
     name=summary-$MODE
     ;;
-*) die "usage: bench/run.sh [--large | overhead | latency | recovery | scaling]" ;;
+*) die "usage: bench/run.sh [--large | overhead | file_source | latency | recovery | scaling]" ;;
 esac
 {
     echo "sluice bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg), $(( ($(now_ms) - STARTED) / 1000 )) s"
