@@ -458,8 +458,8 @@ void sl_forkserver_stop(sl_forkserver *fs, struct rusage *ru)
         close(fs->sock); /* its EOF: the server exits */
     struct rusage got;
     pid_t r = 0;
-    for (int i = 0; i < 100 && (r = wait4(fs->pid, NULL, WNOHANG, &got)) == 0; i++)
-        usleep(10000);
+    for (int i = 0; i < 1000 && (r = wait4(fs->pid, NULL, WNOHANG, &got)) == 0; i++)
+        usleep(1000); /* it exits within a ms or two of the EOF; run waits for it */
     if (r == 0) {
         kill(fs->pid, SIGKILL);
         while ((r = wait4(fs->pid, NULL, 0, &got)) < 0 && errno == EINTR)

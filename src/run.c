@@ -739,7 +739,9 @@ static sl_status start_nats(launcher *ln)
         }
         if (sl_now_ms() > deadline)
             return sl_fail(SL_ETIMEOUT, "%s did not start within 10 s", ln->cfg->nats_server);
-        usleep(10000);
+        /* It answers 5-10 ms after its exec; every ms waited past that
+         * is the whole job's. */
+        usleep(1000);
     }
     sl_info("nats-server started", "url=%s monitor=http://127.0.0.1:%d pid=%d", ln->url, ln->monitor_port,
             (int)c->pid);
