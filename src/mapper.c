@@ -38,6 +38,8 @@
  * again (the saver may have died holding it; a duplicate is harmless). */
 #define SAVE_ACK_TIMEOUT_MS 5000
 #define MAX_BACKOFF_MS 1000
+/* The first pause before asking the fetcher again (growing by half). */
+#define FIRST_ASK_BACKOFF_MS 2
 #define REDELIVER_MS 200
 /* After "no responders" a chunk is sent again after this pause, growing by
  * half each time up to REDELIVER_MS: a saver that is still starting (run
@@ -824,9 +826,9 @@ int sl_mapper_main(const sl_config *cfg)
     sl_info("mapper started", "job=%s transform=%s worker=%s work_ms=%" PRId64 " cpu_work_ms=%" PRId64, cfg->job,
             sl_log_q(cfg->transform), mp.worker, cfg->work_ms, cfg->cpu_work_ms);
 
-    /* Short at first: at start-up the fetcher is often a few tens of ms
-     * behind the mappers, and every ms a mapper sleeps is lost work. */
-    int64_t backoff = 10;
+    /* Short at first: at start-up the fetcher is often a few ms behind
+     * the mappers, and every ms a mapper sleeps is lost work. */
+    int64_t backoff = FIRST_ASK_BACKOFF_MS;
     bool said_waiting = false, said_done = false;
     while (!sl_stop_requested()) {
         natsMsg *reply = NULL;
@@ -849,7 +851,7 @@ int sl_mapper_main(const sl_config *cfg)
             backoff = backoff * 3 / 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 3 / 2;
             continue;
         }
-        backoff = 10;
+        backoff = FIRST_ASK_BACKOFF_MS;
         said_waiting = false;
         const char *status = sl_msg_str(reply, SL_H_STATUS);
         int64_t retry = 100;
