@@ -112,15 +112,22 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
     sqlite3_stmt *q = NULL;
     /* Fresh drops the tables rather than their rows, so a ledger written by
      * another version of sluice can be started over too. */
-    if (fresh && (st = sl_db_exec(l->db, "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;")))
+    /* One transaction, one fsync: each statement on its own was a commit
+     * of its own, a few ms of the fetcher's start. IMMEDIATE: the write
+     * lock now, waited for (busy timeout) if another process has it. */
+    if ((st = sl_db_exec(l->db, "BEGIN IMMEDIATE")))
         return st;
-    if ((st = sl_db_exec(l->db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    if ((fresh && (st = sl_db_exec(l->db, "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;"))) ||
+        (st = sl_db_exec(l->db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                                 "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
                                 " state INTEGER NOT NULL, attempts INTEGER NOT NULL,"
                                 " failures INTEGER NOT NULL, saved INTEGER NOT NULL,"
                                 " dead INTEGER NOT NULL, reason TEXT,"
-                                " reported INTEGER NOT NULL DEFAULT 0);")))
+                                " reported INTEGER NOT NULL DEFAULT 0);")) ||
+        (st = sl_db_exec(l->db, "COMMIT"))) {
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
         return st;
+    }
 
     char *have_id = NULL, *have_key = NULL;
     if ((st = sl_db_prepare(l->db, "SELECT key, value FROM meta", &q)))
