@@ -82,14 +82,11 @@ static void check_comm(pid_t pid, const char *want)
     free(s);
 }
 
-/* Child pid of run is what `sluice <role> --http ...` exec'd by run would
- * be: run's child, shown as its role, in a process group of its own, stdin
- * /dev/null. A child run execs shows run's command line until its exec:
- * that is waited out. */
-static void check_child(pid_t run, pid_t pid, const char *role)
+/* Waits (5 s at most) until pid's command line starts with want. A
+ * forked process shows its parent's until it sets its own, a moment after
+ * its parent has logged it; an exec'd one until its exec. */
+static void wait_cmdline(pid_t pid, const char *want)
 {
-    char want[64];
-    snprintf(want, sizeof want, "sluice %s --http 127.0.0.1:", role);
     for (int64_t deadline = th_now_ms() + 5000;; usleep(10000)) {
         char *cl = cmdline(pid);
         int ok = !strncmp(cl, want, strlen(want));
@@ -98,6 +95,16 @@ static void check_child(pid_t run, pid_t pid, const char *role)
         if (ok)
             break;
     }
+}
+
+/* Child pid of run is what `sluice <role> --http ...` exec'd by run would
+ * be: run's child, shown as its role, in a process group of its own, stdin
+ * /dev/null. */
+static void check_child(pid_t run, pid_t pid, const char *role)
+{
+    char want[64];
+    snprintf(want, sizeof want, "sluice %s --http 127.0.0.1:", role);
+    wait_cmdline(pid, want);
     CHECK_INT(proc_stat(pid, 4), ==, run);
     CHECK_INT(proc_stat(pid, 5), ==, pid);
     char path[64], target[64] = "";
@@ -130,8 +137,10 @@ SL_TEST(run_children_are_what_exec_made_them, 90)
                           "--lease-ms", "1000", sf, lf, stf, NULL};
     th_proc *run = th_spawn("run", argv, NULL);
     pid_t rp = th_proc_pid(run), fs = logged_pid(run, "fork server started", 1);
-    char *cl = cmdline(fs), want[64];
+    char want[64];
     snprintf(want, sizeof want, "sluice fork-server --run %d", (int)rp);
+    wait_cmdline(fs, want);
+    char *cl = cmdline(fs);
     CHECK_STR(cl, want);
     free(cl);
     CHECK_INT(proc_stat(fs, 4), ==, rp);
