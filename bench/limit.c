@@ -30,6 +30,7 @@
 #include "buf.h"
 #include "chunk.h"
 #include "clock.h"
+#include "db.h"
 #include "sink.h"
 #include "source.h"
 #include "transform.h"
@@ -43,6 +44,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
+    sl_db_init(); /* as sluice's main does */
     int64_t objects = 100000, chunk_size = 100, group_ms = 50;
     const char *transform = "fullname", *sink_uri = "sqlite:bench-limit.db";
     for (int i = 1; i < argc; i++) {

@@ -24,6 +24,7 @@
 
 #include "buf.h"
 #include "chunk.h"
+#include "db.h"
 #include "pg.h"
 #include "sink.h"
 #include "source_gen.h"
@@ -150,6 +151,7 @@ static void pg_series(FILE *csv, const mapped *m, const char *uri, const char *s
 
 int main(int argc, char **argv)
 {
+    sl_db_init(); /* as sluice's main does */
     int fsync_off = argc > 1 && !strcmp(argv[1], "--fsync-off");
     char tmp[] = "/tmp/sluice-bench.XXXXXX", err[1024];
     if (!mkdtemp(tmp))

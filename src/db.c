@@ -24,6 +24,11 @@ sl_status sl_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
     return SL_OK;
 }
 
+void sl_db_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous, int page_size)
 {
     sqlite3 *db = NULL;

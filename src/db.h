@@ -9,6 +9,12 @@
 
 #include "status.h"
 
+/* SQLite's options for the whole process; first thing in main, before
+ * any database is opened (later it changes nothing). Memory statistics
+ * off: SQLite then takes no mutex around each of its allocations, 4 % of
+ * a saver's time (bench-limit 0.338 -> 0.314 s, medians of 11). */
+void sl_db_init(void);
+
 /* Opens (creating) the SQLite file at path in WAL mode with a busy timeout,
  * so several processes may share it. synchronous is "FULL" or "NORMAL".
  * page_size (bytes, a power of two from 512 to 65536; 0: SQLite's default)

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db.h"
+
 typedef struct {
     const char *name;
     sl_test_fn fn;
@@ -120,6 +122,7 @@ int main(int argc, char **argv)
     }
     qsort(tests, (size_t)ntests, sizeof tests[0], cmp_case);
     signal(SIGPIPE, SIG_IGN);
+    sl_db_init(); /* the tests' sinks and ledgers as sluice's */
     int passed = 0, failed = 0;
     for (int i = 0; i < ntests; i++) {
         const test_case *t = &tests[i];
