@@ -111,10 +111,10 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
     sl_status st;
     sqlite3_stmt *q = NULL;
     /* Fresh drops the tables rather than their rows, so a ledger written by
-     * another version of sluice can be started over too. */
-    /* One transaction, one fsync: each statement on its own was a commit
-     * of its own, a few ms of the fetcher's start. IMMEDIATE: the write
-     * lock now, waited for (busy timeout) if another process has it. */
+     * another version of sluice can be started over too. All of it in one
+     * transaction, one fsync (each statement was a commit of its own, a
+     * few ms of the fetcher's start); IMMEDIATE takes the write lock now,
+     * waiting (busy timeout) if another process has it. */
     if ((st = sl_db_exec(l->db, "BEGIN IMMEDIATE")))
         return st;
     if ((fresh && (st = sl_db_exec(l->db, "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;"))) ||

@@ -49,10 +49,10 @@ typedef struct {
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-/* The end of the run of string bytes from p that need no look: none is a
- * quote, a backslash or a newline. Most of a JSON file's bytes are in
- * strings; taking them a run at a time is what makes an array file as
- * quick to index and to send as an NDJSON one. */
+/* The end of the run of string bytes from p[from] that need no look: none
+ * is a quote, a backslash or a newline. Most of a JSON file's bytes are in
+ * strings; taking them a run at a time more than halved the fetcher's time
+ * on an array file (README, Performance, item 19). */
 static size_t plain_run(const char *p, size_t from, size_t n)
 {
     /* Eight bytes at a time: (x - 0x01..01) & ~x has a byte's top bit set
