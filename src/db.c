@@ -24,6 +24,16 @@ sl_status sl_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
     return SL_OK;
 }
 
+sl_status sl_db_exec_tx(sqlite3 *db, const char *sql)
+{
+    sl_status st = sl_db_exec(db, "BEGIN IMMEDIATE");
+    if (st)
+        return st;
+    if ((st = sl_db_exec(db, sql)) || (st = sl_db_exec(db, "COMMIT")))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
 void sl_db_init(void)
 {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);

@@ -25,6 +25,11 @@ sl_status sl_db_open(sqlite3 **out, const char *path, const char *synchronous, i
 /* Runs one or more statements without results. */
 sl_status sl_db_exec(sqlite3 *db, const char *sql);
 
+/* The same in one IMMEDIATE transaction: one commit (one fsync) for all of
+ * them, the write lock taken first (waited for, busy timeout, if another
+ * process holds it), and all of them undone if one fails. */
+sl_status sl_db_exec_tx(sqlite3 *db, const char *sql);
+
 /* Prepares sql into *out. */
 sl_status sl_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out);
 

@@ -7,6 +7,13 @@
 #include "buf.h"
 #include "db.h"
 
+/* The file's tables: meta(identity, key) and a row per chunk. */
+#define SCHEMA                                                                                                       \
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"                                    \
+    "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY, state INTEGER NOT NULL, attempts INTEGER NOT NULL,"  \
+    " failures INTEGER NOT NULL, saved INTEGER NOT NULL, dead INTEGER NOT NULL, reason TEXT,"                        \
+    " reported INTEGER NOT NULL DEFAULT 0);"
+
 typedef struct {
     int64_t deadline;  /* monotonic ms; meaningful while LEASED */
     int64_t saved;     /* objects confirmed (DONE) */
@@ -111,23 +118,12 @@ static sl_status load(sl_ledger *l, const char *identity, bool fresh)
     sl_status st;
     sqlite3_stmt *q = NULL;
     /* Fresh drops the tables rather than their rows, so a ledger written by
-     * another version of sluice can be started over too. All of it in one
-     * transaction, one fsync (each statement was a commit of its own, a
-     * few ms of the fetcher's start); IMMEDIATE takes the write lock now,
-     * waiting (busy timeout) if another process has it. */
-    if ((st = sl_db_exec(l->db, "BEGIN IMMEDIATE")))
+     * another version of sluice can be started over too. All in one
+     * transaction: each statement on its own was a commit (and fsync) of
+     * its own, a few ms of the fetcher's start. */
+    if ((st = sl_db_exec_tx(l->db,
+                            fresh ? "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;" SCHEMA : SCHEMA)))
         return st;
-    if ((fresh && (st = sl_db_exec(l->db, "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS meta;"))) ||
-        (st = sl_db_exec(l->db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                                "CREATE TABLE IF NOT EXISTS chunks(idx INTEGER PRIMARY KEY,"
-                                " state INTEGER NOT NULL, attempts INTEGER NOT NULL,"
-                                " failures INTEGER NOT NULL, saved INTEGER NOT NULL,"
-                                " dead INTEGER NOT NULL, reason TEXT,"
-                                " reported INTEGER NOT NULL DEFAULT 0);")) ||
-        (st = sl_db_exec(l->db, "COMMIT"))) {
-        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
 
     char *have_id = NULL, *have_key = NULL;
     if ((st = sl_db_prepare(l->db, "SELECT key, value FROM meta", &q)))

@@ -651,10 +651,9 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
                                 " PRAGMA secure_delete=FAST")))
         goto fail;
     /* In one transaction: six commits, each with its fsync, were a few
-     * ms of the saver's start, which the first chunks wait for. IMMEDIATE,
-     * as in sq_begin: a second saver starting waits here. */
+     * ms of the saver's start, which the first chunks wait for. A second
+     * saver starting waits here for the write lock, as in sq_begin. */
     sl_buf_printf(&sql,
-                  "BEGIN IMMEDIATE;"
                   "CREATE TABLE IF NOT EXISTS %s(id TEXT PRIMARY KEY, doc TEXT NOT NULL,"
                   " chunk INTEGER NOT NULL);"
                   "CREATE TABLE IF NOT EXISTS %s(idx INTEGER PRIMARY KEY,"
@@ -667,13 +666,10 @@ sl_status sl_sink_sqlite_open(const char *path, const sl_sink_opts *o, void **im
                   "CREATE TABLE IF NOT EXISTS %s(seq INTEGER PRIMARY KEY, id TEXT NOT NULL,"
                   " doc TEXT NOT NULL, chunk INTEGER NOT NULL);"
                   "CREATE TABLE IF NOT EXISTS %s(one INTEGER PRIMARY KEY CHECK (one = 1),"
-                  " tbl INTEGER NOT NULL CHECK (tbl IN (0, 1)), done INTEGER NOT NULL);"
-                  "COMMIT;",
+                  " tbl INTEGER NOT NULL CHECK (tbl IN (0, 1)), done INTEGER NOT NULL);",
                   to, tc, td, tst[0], tst[1], tmg);
-    if ((st = sl_db_exec(s->db, sql.data))) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if ((st = sl_db_exec_tx(s->db, sql.data)))
         goto fail;
-    }
     if ((st = prepare(s, &s->upsert, "INSERT INTO %s(id, doc, chunk) VALUES (?1, ?2, ?3) %s", to, UPSERT_TAIL)) ||
         (st = prepare(s, &s->stage[0], "INSERT INTO %s(id, doc, chunk) VALUES (?1, ?2, ?3)", tst[0])) ||
         (st = prepare(s, &s->stage[1], "INSERT INTO %s(id, doc, chunk) VALUES (?1, ?2, ?3)", tst[1])) ||
