@@ -316,13 +316,25 @@ static int sort_cancelled(void *arg)
     return atomic_load(&s->sort_cancel);
 }
 
+/* Runs sql, "ATTACH ?1 AS name", on db with path bound; SQLite's result. */
+static int attach(sqlite3 *db, const char *sql, const char *path)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+        rc = sqlite3_step(q) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
 /* The sorter thread: copies the merge's rows in (id, seq) order into the
  * scratch file, on connections of its own. */
 static void *sort_main(void *arg)
 {
     sqlite_sink *s = arg;
     sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
     int rc = sqlite3_open_v2(s->scratch, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(db, 10000);
@@ -342,12 +354,8 @@ static void *sort_main(void *arg)
                  PAGE_SIZE);
         rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
     }
-    if (rc == SQLITE_OK && (rc = sqlite3_prepare_v2(db, "ATTACH ?1 AS src", -1, &q, NULL)) == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, s->path, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
-        sqlite3_finalize(q);
-        q = NULL;
-    }
+    if (rc == SQLITE_OK)
+        rc = attach(db, "ATTACH ?1 AS src", s->path);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "CREATE TABLE sorted(pos INTEGER PRIMARY KEY, id TEXT NOT NULL, doc TEXT NOT NULL,"
                               " chunk INTEGER NOT NULL)", NULL, NULL, NULL);
@@ -392,15 +400,9 @@ static sl_status end_sort(sqlite_sink *s)
     sl_status st = SL_OK;
     if (s->sort_rc != SQLITE_OK)
         st = sl_fail(SL_EIO, "sort staged objects into %s: %s", s->scratch, s->sort_err);
-    sqlite3_stmt *q = NULL;
-    if (!st && sqlite3_prepare_v2(s->db, "ATTACH ?1 AS merge", -1, &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, s->scratch, -1, SQLITE_STATIC);
-        if (sqlite3_step(q) != SQLITE_DONE)
-            st = sl_db_fail(s->db, "attach the merge's sorted rows");
-    } else if (!st) {
+    if (!st && attach(s->db, "ATTACH ?1 AS merge", s->scratch) != SQLITE_OK)
         st = sl_db_fail(s->db, "attach the merge's sorted rows");
-    }
-    sqlite3_finalize(q);
+    sqlite3_stmt *q = NULL;
     if (!st) {
         s->attached = true;
         if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(pos), 0) FROM merge.sorted", -1, &q, NULL) == SQLITE_OK &&
