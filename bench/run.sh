@@ -219,6 +219,10 @@ hist_quantile() {
 # prefetch (--prefetch-lead-ms), which hides the round trip: the round trip
 # itself is measured with prefetch off, where every chunk waits for it;
 # how long mappers wait for work (sluice_work_wait_seconds) with it on.
+# With LAT_ECHO=BYTES, `bench-dispatch --echo` runs beside the job, through
+# its server, 150 bare requests answered with that many bytes: the floor
+# under the round trip in the same conditions (outputs in $d/echo; the
+# fetcher's done chunks when it ended in $d/echo-done).
 latency_job() {
     local d=$1 pf p1 p2 f m1 m2 s; shift
     mkdir -p "$d"; LOG=$d/roles.log
@@ -230,7 +234,13 @@ latency_job() {
     wait_until 10 curl -sf "http://127.0.0.1:$pf/readyz" || die "the latency fetcher did not get ready: $(tail -3 "$LOG")"
     start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p1" "$@"; m1=$LAST
     start_role mapper --nats-url "$URL" --job lat --http "127.0.0.1:$p2" "$@"; m2=$LAST
-    done_chunks() { [ "$(metric "http://127.0.0.1:$pf/metrics" 'sluice_chunks{role="fetcher",sluice_job="lat",state="done"}')" = 1000 ]; }
+    local done_metric='sluice_chunks{role="fetcher",sluice_job="lat",state="done"}'
+    if [ -n "${LAT_ECHO:-}" ]; then
+        "$DISPATCH" --nats-url "$URL" --job lat --echo "$LAT_ECHO" --requests 150 --gap-us 1000 >"$d/echo" 2>&1 ||
+            die "bench-dispatch --echo failed: $(tail -3 "$d/echo")"
+        metric "http://127.0.0.1:$pf/metrics" "$done_metric" >"$d/echo-done"
+    fi
+    done_chunks() { [ "$(metric "http://127.0.0.1:$pf/metrics" "$done_metric")" = 1000 ]; }
     wait_until 120 done_chunks || die "the latency job did not finish: $(tail -3 "$LOG")"
     curl -sf "http://127.0.0.1:$p1/metrics" >"$d/m1.prom" && curl -sf "http://127.0.0.1:$p2/metrics" >"$d/m2.prom" ||
         die "cannot read the mappers' metrics"
@@ -239,8 +249,12 @@ latency_job() {
 
 # The round trip alone: build/bench-dispatch asks a fetcher that nothing
 # else talks to, 1000 times, 2 ms apart (bench/dispatch.c), three times
-# over (the machine's state moves it from run to run). Outputs in
-# $1/out1..3; sets ALONE_P50 and ALONE_P99 to the medians of the three.
+# over (the machine's state moves it from run to run), each run followed
+# by the same with --echo: a bare request through the same server,
+# answered with as many bytes as the median chunk reply (the floor under
+# the round trip). Outputs in $1/out1..3 and $1/echo1..3; sets ALONE_P50,
+# ALONE_P99, ECHO_P50 and their ranges to the medians of the three, and
+# ECHO_BYTES.
 dispatch_alone() {
     local d=$1 pf f i; mkdir -p "$d"; LOG=$d/roles.log
     start_nats "$d"
@@ -250,19 +264,29 @@ dispatch_alone() {
     for i in 1 2 3; do
         "$DISPATCH" --nats-url "$URL" --job disp --requests 1000 --gap-us 2000 >"$d/out$i" 2>&1 ||
             die "bench-dispatch failed: $(tail -3 "$d/out$i")"
+        ECHO_BYTES=$(kv "$d/out1" reply_bytes)
+        "$DISPATCH" --nats-url "$URL" --job disp --requests 1000 --gap-us 2000 --echo "$ECHO_BYTES" >"$d/echo$i" 2>&1 ||
+            die "bench-dispatch --echo failed: $(tail -3 "$d/echo$i")"
     done
     stop "$f"
     local p50s; p50s=$(for i in 1 2 3; do kv "$d/out$i" p50_ms; done | sort -g)
     ALONE_P50=$(median <<<"$p50s")
     ALONE_RANGE=$(sed -n '1p;$p' <<<"$p50s" | paste -sd-)
     ALONE_P99=$(for i in 1 2 3; do kv "$d/out$i" p99_ms; done | median)
+    p50s=$(for i in 1 2 3; do kv "$d/echo$i" p50_ms; done | sort -g)
+    ECHO_P50=$(median <<<"$p50s")
+    ECHO_RANGE=$(sed -n '1p;$p' <<<"$p50s" | paste -sd-)
 }
 
 latency() {
-    local d=$W/latency w=$W/latency-prefetch a=$W/dispatch-alone p50 p99 n sum wp50 wsum wn
+    local d=$W/latency w=$W/latency-prefetch e=$W/latency-echo a=$W/dispatch-alone p50 p99 n sum wp50 wsum wn
+    local ep50 eended=""
+    dispatch_alone "$a"
     latency_job "$d" --prefetch-lead-ms 0
     latency_job "$w"
-    dispatch_alone "$a"
+    LAT_ECHO=$ECHO_BYTES latency_job "$e" --prefetch-lead-ms 0
+    ep50=$(kv "$e/echo" p50_ms)
+    [ "$(cat "$e/echo-done")" != 1000 ] || eended="; the job ended first"
     p50=$(calc %.3f "$(hist_quantile 0.5 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     p99=$(calc %.3f "$(hist_quantile 0.99 sluice_dispatch_seconds "$d"/m?.prom) * 1000")
     n=$(cat "$d"/m?.prom | awk 'index($0, "sluice_dispatch_seconds_count") == 1 {s += $NF} END {print s}')
@@ -275,8 +299,10 @@ latency() {
         echo "dispatch_p50,$p50,$n"
         echo "dispatch_p99,$p99,$n"
         echo "dispatch_mean,$(calc %.3f "$sum / $n * 1000"),$n"
+        echo "echo_in_job_p50,$ep50,$(kv "$e/echo" requests)"
         echo "dispatch_alone_p50_median_of_3,$ALONE_P50,3000"
         echo "dispatch_alone_p99_median_of_3,$ALONE_P99,3000"
+        echo "echo_alone_p50_median_of_3,$ECHO_P50,3000"
         echo "work_wait_p50_prefetch,$wp50,$wn"
         echo "work_wait_mean_prefetch,$(calc %.3f "$wsum / $wn * 1000"),$wn"
         echo "first_saved_median,${FIRST_SAVED:-},$RUNS"
@@ -284,8 +310,10 @@ latency() {
     row "dispatch p50, in a running job ($n)" "$p50" ms le 0.3
     row "dispatch p99, in a running job" "$p99" ms - -
     row "dispatch mean, in a running job" "$(calc %.3f "$sum / $n * 1000")" ms - -
+    row "  NATS floor: echo p50 in a job ($ECHO_BYTES B$eended)" "$ep50" ms - -
     row "dispatch p50, alone (median of 3; $ALONE_RANGE)" "$ALONE_P50" ms le 0.3
     row "dispatch p99, alone (median of 3)" "$ALONE_P99" ms - -
+    row "  NATS floor: echo p50 alone ($ECHO_RANGE)" "$ECHO_P50" ms - -
     row "mapper wait for work p50, prefetch on" "$wp50" ms - -
     row "mapper wait for work mean, prefetch on" "$(calc %.3f "$wsum / $wn * 1000")" ms - -
     [ -z "${FIRST_SAVED:-}" ] || row "start of run -> first chunk saved" "$FIRST_SAVED" ms - -
