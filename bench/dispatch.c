@@ -207,7 +207,7 @@ int main(int argc, char **argv)
     double *rtt = calloc((size_t)requests, sizeof *rtt);
     int64_t *bytes = calloc((size_t)requests, sizeof *bytes);
     held *leased = calloc((size_t)requests, sizeof *leased);
-    int64_t n = 0, asked = 0, nleased = 0;
+    int64_t n = 0, asked = 0;
     int rc = 0;
     /* A reply without a chunk (the job not started, or done) does not
      * count; 10 s of them ends the run. */
@@ -226,15 +226,12 @@ int main(int argc, char **argv)
         }
         double t1 = sl_now_s();
         const char *status = sl_msg_str(r, SL_H_STATUS);
-        bool counts = echoing;
-        if (!echoing && status && !strcmp(status, SL_STATUS_CHUNK)) {
-            const char *c = sl_msg_str(r, SL_H_CHUNK), *l = sl_msg_str(r, SL_H_LEASE);
-            snprintf(leased[nleased].chunk, sizeof leased[nleased].chunk, "%s", c ? c : "");
-            snprintf(leased[nleased].lease, sizeof leased[nleased].lease, "%s", l ? l : "");
-            nleased++;
-            counts = true;
-        }
-        if (counts) {
+        if (echoing || (status && !strcmp(status, SL_STATUS_CHUNK))) {
+            if (!echoing) {
+                const char *c = sl_msg_str(r, SL_H_CHUNK), *l = sl_msg_str(r, SL_H_LEASE);
+                snprintf(leased[n].chunk, sizeof leased[n].chunk, "%s", c ? c : "");
+                snprintf(leased[n].lease, sizeof leased[n].lease, "%s", l ? l : "");
+            }
             bytes[n] = natsMsg_GetDataLength(r);
             rtt[n++] = t1 - t0;
             give_up = sl_now_ms() + 10000;
@@ -242,7 +239,7 @@ int main(int argc, char **argv)
         natsMsg_Destroy(r);
         usleep((useconds_t)gap_us);
     }
-    release(bus, leased, nleased);
+    release(bus, leased, echoing ? 0 : n); /* an echo leases nothing */
     free(leased);
     if (!rc && n < requests) {
         fprintf(stderr, "bench-dispatch: %" PRId64 " of %" PRId64 " requests got a %s\n", n, asked,
