@@ -255,6 +255,12 @@ latency_job() {
 # the round trip). Outputs in $1/out1..3 and $1/echo1..3; sets ALONE_P50,
 # ALONE_P99, ECHO_P50 and their ranges to the medians of the three, and
 # ECHO_BYTES.
+# p50s PREFIX: "MEDIAN LOW-HIGH" of p50_ms in PREFIX1..3 (bench-dispatch's outputs).
+p50s() {
+    local v i; v=$(for i in 1 2 3; do kv "$1$i" p50_ms; done | sort -g)
+    echo "$(median <<<"$v") $(sed -n '1p;$p' <<<"$v" | paste -sd-)"
+}
+
 dispatch_alone() {
     local d=$1 pf f i; mkdir -p "$d"; LOG=$d/roles.log
     start_nats "$d"
@@ -264,18 +270,14 @@ dispatch_alone() {
     for i in 1 2 3; do
         "$DISPATCH" --nats-url "$URL" --job disp --requests 1000 --gap-us 2000 >"$d/out$i" 2>&1 ||
             die "bench-dispatch failed: $(tail -3 "$d/out$i")"
-        ECHO_BYTES=$(kv "$d/out1" reply_bytes)
+        [ "$i" != 1 ] || ECHO_BYTES=$(kv "$d/out1" reply_bytes)
         "$DISPATCH" --nats-url "$URL" --job disp --requests 1000 --gap-us 2000 --echo "$ECHO_BYTES" >"$d/echo$i" 2>&1 ||
             die "bench-dispatch --echo failed: $(tail -3 "$d/echo$i")"
     done
     stop "$f"
-    local p50s; p50s=$(for i in 1 2 3; do kv "$d/out$i" p50_ms; done | sort -g)
-    ALONE_P50=$(median <<<"$p50s")
-    ALONE_RANGE=$(sed -n '1p;$p' <<<"$p50s" | paste -sd-)
+    read -r ALONE_P50 ALONE_RANGE <<<"$(p50s "$d/out")"
     ALONE_P99=$(for i in 1 2 3; do kv "$d/out$i" p99_ms; done | median)
-    p50s=$(for i in 1 2 3; do kv "$d/echo$i" p50_ms; done | sort -g)
-    ECHO_P50=$(median <<<"$p50s")
-    ECHO_RANGE=$(sed -n '1p;$p' <<<"$p50s" | paste -sd-)
+    read -r ECHO_P50 ECHO_RANGE <<<"$(p50s "$d/echo")"
 }
 
 latency() {
